@@ -1,0 +1,20 @@
+"""The tmac specification: plain numpy, read top to bottom.
+
+Every number tmac produces is defined here. The fast kernels in ``tmac.kernels`` must equal
+these functions element for element (integers with ``==``, floats bit for bit); the order of
+every floating-point operation is fixed in the docstrings and in docs/numerics.md.
+
+Read the modules in this order:
+
+1. ``quantize``       -- weights to b-bit codes (asymmetric, symmetric, ternary) and back
+2. ``bitplanes``      -- codes as b one-bit planes
+3. ``tables``         -- the 16-entry tables of +-1 partial sums, mirrored and int8-quantized
+4. ``lut_matmul``     -- lookup, shift-accumulate and the float epilogue (GEMV and GEMM)
+5. ``dequant_matmul`` -- the dequantize-then-multiply baseline everyone knows
+
+After installation this package is ``tmac.reference``.
+"""
+
+from . import bitplanes, dequant_matmul, lut_matmul, quantize, tables
+
+__all__ = ["bitplanes", "dequant_matmul", "lut_matmul", "quantize", "tables"]
