@@ -1,0 +1,16 @@
+"""tmac: low-bit LLM weights multiplied on CPUs by table lookup (T-MAC) instead of multiplication.
+
+    qw = tmac.quantize(w, bits=2, group_size=128, scheme="asym")
+    y = tmac.matmul(qw, x)
+
+``tmac.reference`` is the readable numpy specification every kernel is tested against.
+Importing tmac compiles nothing; kernels compile (or load from cache) on first use.
+"""
+
+from tmac import reference
+from tmac.api import dequant_matmul, matmul, quantize
+from tmac.formats import QuantizedWeight
+
+__version__ = "0.1.0"
+
+__all__ = ["QuantizedWeight", "dequant_matmul", "matmul", "quantize", "reference", "__version__"]

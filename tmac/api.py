@@ -1,0 +1,94 @@
+"""The public API: ``quantize`` and ``matmul``. Validation first, then one dispatch point."""
+
+from tmac import validation
+from tmac.formats import QuantizedWeight
+from tmac.reference import quantize as _ref_quantize
+from tmac.reference.lut_matmul import LUT_MODES
+from tmac.registry import OPS
+
+BACKENDS_AUTO = "auto"
+
+
+def quantize(w, bits=4, group_size=128, scheme="asym"):
+    """Quantize a float weight matrix for table-lookup multiplication.
+
+    w           (M, K) float array (float16/32/64; computed in float32), finite.
+    bits        1, 2, 3 or 4. Ignored by scheme="ternary", which always uses 2-bit codes.
+    group_size  consecutive K elements sharing a scale and zero: a multiple of 4 dividing K, or
+                None / "row" for one group per row. Ignored by "ternary" (one scale per tensor).
+    scheme      "asym" (GPTQ/AWQ: integer zero per group), "sym" (zero 2^(bits-1)) or
+                "ternary" (BitNet b1.58 absmean, codes {1, 2, 3}).
+
+    Returns an immutable QuantizedWeight. Raises TypeError/ValueError naming the bad argument.
+    """
+    w = validation.float_array("w", w, ndims=(2,))
+    scheme = validation.choice("scheme", scheme, _ref_quantize.SCHEMES)
+    m, k = w.shape
+    if scheme == "ternary":
+        bits, group_size = 2, k
+    else:
+        bits = validation.integer("bits", bits)
+        if not 1 <= bits <= 4:
+            raise ValueError(f"bits must be 1, 2, 3 or 4, got {bits}")
+        group_size = validation.resolve_group_size(group_size, k)
+    codes, scales, zeros = _ref_quantize.quantize(w, bits, group_size, scheme)
+    return QuantizedWeight(codes, scales, zeros, bits, group_size, scheme)
+
+
+def matmul(qw, x, *, backend=BACKENDS_AUTO, lut="int8", act_group_size=None, threads=None):
+    """y = x @ W.T with W the quantized matrix, by table lookup.
+
+    qw              a QuantizedWeight of shape (M, K).
+    x               (K,) or (N, K) float array, finite. Returns (M,) or (N, M) float32.
+    backend         "auto" (the fastest available), "reference" (the numpy spec), or a kernel
+                    backend listed by ``tmac.registry.OPS["lut_matmul"].backends``.
+    lut             "int8" (quantized tables, T-MAC's default) or "float32" (exact tables).
+    act_group_size  activations sharing one int8 table scale: a multiple of 4 nesting with
+                    the weight group, "row", or None (= the weight group size).
+    threads         worker threads for kernel backends (None: Numba's current setting).
+    """
+    if not isinstance(qw, QuantizedWeight):
+        raise TypeError(f"qw must be a QuantizedWeight (from tmac.quantize), got {type(qw).__name__}")
+    x2d, squeeze = _activations(x, qw.shape[1])
+    lut = validation.choice("lut", lut, LUT_MODES)
+    act = validation.resolve_act_group_size(act_group_size, qw.group_size, qw.shape[1])
+    threads = _threads(threads)
+    implementation = _implementation("lut_matmul", backend)
+    y = implementation(qw, x2d, act, lut, threads)
+    return y[0] if squeeze else y
+
+
+def dequant_matmul(qw, x, *, backend=BACKENDS_AUTO, threads=None):
+    """y = x @ dequantize(W).T: the dequantize-then-multiply baseline, same shapes as ``matmul``."""
+    if not isinstance(qw, QuantizedWeight):
+        raise TypeError(f"qw must be a QuantizedWeight (from tmac.quantize), got {type(qw).__name__}")
+    x2d, squeeze = _activations(x, qw.shape[1])
+    implementation = _implementation("dequant_matmul", backend)
+    y = implementation(qw, x2d, _threads(threads))
+    return y[0] if squeeze else y
+
+
+def _activations(x, k):
+    """x (K,) or (N, K) -> ((N, K) float32 C-contiguous, whether to return 1-D)."""
+    x = validation.float_array("x", x, ndims=(1, 2))
+    if x.shape[-1] != k:
+        raise ValueError(f"x must have K={k} elements in its last axis to match qw, got shape {x.shape}")
+    return (x[None, :], True) if x.ndim == 1 else (x, False)
+
+
+def _threads(threads):
+    if threads is None:
+        return None
+    threads = validation.integer("threads", threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    return threads
+
+
+def _implementation(op_name, backend):
+    """The one dispatch point: "auto" takes the first kernel backend, else the reference."""
+    op = OPS[op_name]
+    if backend == BACKENDS_AUTO:
+        backend = next(iter(op.kernels), "reference")
+    validation.choice("backend", backend, (BACKENDS_AUTO, *op.backends))
+    return op.implementation(backend)

@@ -1,0 +1,109 @@
+"""QuantizedWeight: a quantized (M, K) weight matrix, immutable, with a readable display."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tmac.reference.quantize import dequantize as _dequantize
+
+
+def _frozen(a):
+    """A read-only view, so nobody edits the codes behind a packed copy's back."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class QuantizedWeight:
+    """A b-bit quantized weight matrix: ``w[m, k] ~ (codes[m, k] - zeros[m, g]) * scales[m, g]``.
+
+    codes   (M, K) uint8 in [0, 2^bits)
+    scales  (M, K // group_size) float32
+    zeros   (M, K // group_size) float32
+    bits    1..4 (ternary weights are 2-bit codes {1, 2, 3})
+    group_size  consecutive K elements sharing a scale (== K for one group per row)
+    scheme  "asym", "sym" or "ternary"
+    packed  the codes in the kernel layout (``tmac.layout``), or None where no kernel needs it
+
+    Build one with ``tmac.quantize``; the arrays are read-only.
+    """
+
+    codes: np.ndarray
+    scales: np.ndarray
+    zeros: np.ndarray
+    bits: int
+    group_size: int
+    scheme: str
+    packed: Any = field(default=None)
+
+    def __post_init__(self):
+        for name in ("codes", "scales", "zeros"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+
+    @property
+    def shape(self):
+        """(M, K) of the original weight matrix."""
+        return self.codes.shape
+
+    @property
+    def n_groups(self):
+        """Groups per row, K // group_size."""
+        return self.scales.shape[1]
+
+    @property
+    def nbytes(self):
+        """Storage: bit-packed codes, float32 scales, and float32 zeros where they vary (asym)."""
+        code_bytes = -(-self.codes.size * self.bits // 8)
+        zero_bytes = self.zeros.nbytes if self.scheme == "asym" else 0
+        return code_bytes + self.scales.nbytes + zero_bytes
+
+    @property
+    def compression(self):
+        """How many times smaller than the float32 matrix."""
+        return 4 * self.codes.size / self.nbytes
+
+    @property
+    def bits_per_weight(self):
+        """Effective bits per weight, scales and zeros included."""
+        return 8 * self.nbytes / self.codes.size
+
+    def dequantize(self):
+        """The float32 (M, K) matrix these codes stand for (``reference.quantize.dequantize``)."""
+        return _dequantize(self.codes, self.scales, self.zeros)
+
+    def _summary(self):
+        m, k = self.shape
+        group = "row" if self.group_size == k else str(self.group_size)
+        return [("shape", f"{m} x {k}"), ("scheme", self.scheme), ("bits", str(self.bits)),
+                ("group size", group), ("groups per row", str(self.n_groups)),
+                ("storage", _human_bytes(self.nbytes)),
+                ("bits per weight", f"{self.bits_per_weight:.3f}"),
+                ("vs float32", f"{self.compression:.1f}x smaller")]
+
+    def __repr__(self):
+        m, k = self.shape
+        return (f"QuantizedWeight(shape=({m}, {k}), bits={self.bits}, group_size={self.group_size}, "
+                f"scheme={self.scheme!r}, {_human_bytes(self.nbytes)}, "
+                f"{self.compression:.1f}x smaller than float32)")
+
+    def __rich__(self):
+        from rich.table import Table
+
+        table = Table(title="QuantizedWeight", show_header=False)
+        for key, value in self._summary():
+            table.add_row(key, value)
+        return table
+
+    def _repr_html_(self):
+        rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>"
+                       for k, v in self._summary())
+        return f"<table><caption>QuantizedWeight</caption>{rows}</table>"
+
+
+def _human_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024

@@ -1,0 +1,81 @@
+"""Argument checks shared by the public API. Each error names the argument and what was expected."""
+
+import numbers
+
+import numpy as np
+
+
+def float_array(name, value, ndims):
+    """``value`` as a C-contiguous float32 copy-free-when-possible array with ndim in ``ndims``.
+
+    Accepts float16/32/64 arrays (and array-likes of them); refuses bool, integer, complex and
+    object data, empty arrays, and NaN/Inf. The caller's array is never modified.
+    """
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a float array, got {type(value).__name__}")
+    array = np.asarray(value)
+    if array.dtype.kind != "f":
+        raise TypeError(f"{name} must have a floating-point dtype (float16/32/64), got {array.dtype}")
+    if array.ndim not in ndims:
+        expected = " or ".join(f"{d}-D" for d in ndims)
+        raise ValueError(f"{name} must be {expected}, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {array.shape}")
+    converted = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(converted).all():
+        where = "after conversion to float32 " if np.isfinite(array).all() else ""
+        raise ValueError(f"{name} must be finite {where}(found NaN or Inf)")
+    return converted
+
+
+def integer(name, value):
+    """A plain Python int (bools and floats refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def choice(name, value, allowed):
+    """``value`` if it is one of ``allowed`` (strings compared exactly)."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    return value
+
+
+def group_size_choices(k):
+    """Valid weight group sizes for K columns: multiples of 4 that divide K, then the whole row."""
+    return [g for g in range(4, k, 4) if k % g == 0] + [k]
+
+
+def resolve_group_size(group_size, k):
+    """None or "row" -> K; otherwise a multiple of 4 dividing K (or K itself)."""
+    if group_size is None or group_size == "row":
+        return k
+    group_size = integer("group_size", group_size)
+    if group_size == k or (group_size > 0 and group_size % 4 == 0 and k % group_size == 0):
+        return group_size
+    raise ValueError(f"group_size {group_size} does not fit K={k}: it must be a multiple of 4 that "
+                     f"divides K; valid choices: {group_size_choices(k)[:-1]} or None (whole row)")
+
+
+def resolve_act_group_size(act_group_size, group_size, k):
+    """Activation group for table quantization, as a positive multiple of 4.
+
+    None -> the weight group size (one table scale per weight group); "row" -> padded K.
+    It must nest with the weight group: the larger a multiple of the smaller, or the whole row.
+    """
+    k_padded = -(-k // 4) * 4
+    weight = k_padded if group_size == k else group_size
+    if act_group_size is None:
+        return weight
+    if act_group_size == "row":
+        return k_padded
+    act = integer("act_group_size", act_group_size)
+    if act <= 0 or act % 4:
+        raise ValueError(f"act_group_size must be a positive multiple of 4 or 'row', got {act}")
+    act = min(act, k_padded)
+    small, large = min(act, weight), max(act, weight)
+    if large % small and large != k_padded:
+        raise ValueError(f"act_group_size {act} does not nest with group_size {group_size}: one must "
+                         "be a multiple of the other (or use 'row')")
+    return act
