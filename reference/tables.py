@@ -3,13 +3,15 @@
 For every group of 4 consecutive activations x0..x3, entry j of its 16-entry table is the dot
 product of the group with the sign pattern of j (bit t of j set -> +1, clear -> -1):
 
-    T[j] = ((sigma_0(j)*x0 + sigma_1(j)*x1) + sigma_2(j)*x2) + sigma_3(j)*x3     (float32)
+    T[j] = (((sigma_0(j)*x0 + sigma_1(j)*x1) + sigma_2(j)*x2) + sigma_3(j)*x3) + 0.0  (float32)
 
 A row's 4 weight bits of one plane form an index j, and T[j] replaces 4 multiply-adds.
+The final "+ 0.0" turns a negative zero into +0.0 and changes nothing else: tables hold no -0.
 
 Mirror consolidation (T-MAC): flipping every bit of j negates every sign, so T[15 - j] = -T[j].
-Only the 8 entries with bit 0 set are computed; IEEE negation is exact, so the mirrored build
-is bitwise identical to the plain one.
+Only the 8 entries with bit 0 set are computed, the rest are (-T[j]) + 0.0. IEEE rounding is
+symmetric, so this is bitwise identical to the plain build. (Without the "+ 0.0" it would not
+be: an exact cancellation gives +0.0 on both sides, and negating one of them gives -0.0.)
 
 Table quantization (T-MAC): one symmetric int8 scale per activation group of A activations,
 scale = max over the group's 4-groups of (|x0|+|x1|)+|x2|)+|x3|, divided by 127 -- the
@@ -33,9 +35,9 @@ def quads(x):
 
 
 def _signed_sum(groups, signs):
-    """((s0*x0 + s1*x1) + s2*x2) + s3*x3 for every sign row; groups (N, G, 4), signs (J, 4)."""
+    """(((s0*x0 + s1*x1) + s2*x2) + s3*x3) + 0.0 per sign row; groups (N, G, 4), signs (J, 4)."""
     terms = groups[:, :, None, :] * signs[None, None, :, :]             # (N, G, J, 4), exact
-    return ((terms[..., 0] + terms[..., 1]) + terms[..., 2]) + terms[..., 3]
+    return (((terms[..., 0] + terms[..., 1]) + terms[..., 2]) + terms[..., 3]) + np.float32(0)
 
 
 def build_tables(x):
@@ -44,11 +46,11 @@ def build_tables(x):
 
 
 def build_tables_mirrored(x):
-    """Compute the 8 entries with bit 0 set, negate them for the rest: T[15 - j] = -T[j]."""
+    """Compute the 8 entries with bit 0 set; the rest are T[15 - j] = (-T[j]) + 0.0."""
     half = _signed_sum(quads(x), SIGNS[MIRROR_HALF]).astype(np.float32)  # (N, G, 8)
     tables = np.empty(half.shape[:2] + (16,), dtype=np.float32)
     tables[..., MIRROR_HALF] = half
-    tables[..., 15 - MIRROR_HALF] = -half
+    tables[..., 15 - MIRROR_HALF] = -half + np.float32(0)
     return tables
 
 

@@ -3,6 +3,8 @@
 A display, not a test: error against the float product and time against numpy's float32 GEMV.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 
 import tmac
@@ -13,30 +15,51 @@ FORMATS = [("4-bit asym", 4, "asym"), ("3-bit asym", 3, "asym"), ("2-bit asym", 
            ("1-bit asym", 1, "asym"), ("ternary", 2, "ternary")]
 
 
-def run_demo(m=4096, k=4096, group_size=128, backend="auto", repeats=5, seed=0):
-    """Print a rich table; returns 0. Weights are Gaussian, activations Gaussian, both float32."""
-    from rich.console import Console
-    from rich.table import Table
+@dataclass(frozen=True)
+class DemoRow:
+    """One format's results. NMSEs: weights vs float, output vs the float product, and the
+    LUT output vs the dequantized product (the error of table quantization alone)."""
 
+    name: str
+    bits_per_weight: float
+    weight_nmse: float
+    output_nmse: float
+    lut_nmse: float
+    seconds: float
+
+
+def demo_rows(m=4096, k=4096, group_size=128, backend="auto", repeats=5, seed=0):
+    """Numpy's float32 GEMV time and one DemoRow per format, on Gaussian weights and activations."""
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((m, k), dtype=np.float32)
     x = rng.standard_normal(k, dtype=np.float32)
     exact = w.astype(np.float64) @ x.astype(np.float64)
     numpy_seconds = median_seconds(lambda: w @ x, repeats)
-
-    table = Table(title=f"tmac demo: {m} x {k} GEMV, group size {group_size}, backend {backend}")
-    for column in ("format", "bits/weight", "weight NMSE", "output NMSE vs float",
-                   "LUT vs dequantized", "time (ms)", "time / numpy fp32"):
-        table.add_column(column, justify="right")
-    table.add_row("numpy float32", "32", "0", f"{nmse(w @ x, exact):.1e}", "-",
-                  f"{numpy_seconds * 1e3:.2f}", "1.00")
+    rows = []
     for name, bits, scheme in FORMATS:
         qw = tmac.quantize(w, bits=bits, group_size=group_size, scheme=scheme)
         y = tmac.matmul(qw, x, backend=backend)
         seconds = median_seconds(lambda: tmac.matmul(qw, x, backend=backend), repeats)
         dense = qw.dequantize()
-        table.add_row(name, f"{qw.bits_per_weight:.2f}", f"{nmse(dense, w):.1e}",
-                      f"{nmse(y, exact):.1e}", f"{nmse(y, dense.astype(np.float64) @ x):.1e}",
-                      f"{seconds * 1e3:.2f}", f"{seconds / numpy_seconds:.2f}")
+        rows.append(DemoRow(name, qw.bits_per_weight, nmse(dense, w), nmse(y, exact),
+                            nmse(y, dense.astype(np.float64) @ x), seconds))
+    return numpy_seconds, rows
+
+
+def run_demo(m=4096, k=4096, group_size=128, backend="auto", repeats=5, seed=0):
+    """Print the demo table (rich); returns 0."""
+    from rich.console import Console
+    from rich.table import Table
+
+    numpy_seconds, rows = demo_rows(m, k, group_size, backend, repeats, seed)
+    table = Table(title=f"tmac demo: {m} x {k} GEMV, group size {group_size}, backend {backend}")
+    for column in ("format", "bits/weight", "weight NMSE", "output NMSE vs float",
+                   "LUT vs dequantized", "time (ms)", "time / numpy fp32"):
+        table.add_column(column, justify="right")
+    table.add_row("numpy float32", "32", "0", "-", "-", f"{numpy_seconds * 1e3:.2f}", "1.00")
+    for r in rows:
+        table.add_row(r.name, f"{r.bits_per_weight:.2f}", f"{r.weight_nmse:.1e}",
+                      f"{r.output_nmse:.1e}", f"{r.lut_nmse:.1e}", f"{r.seconds * 1e3:.2f}",
+                      f"{r.seconds / numpy_seconds:.2f}")
     Console().print(table)
     return 0
