@@ -1,0 +1,322 @@
+"""Explicit SIMD primitives for Numba, emitted as LLVM IR through ``numba.extending.intrinsic``.
+
+Why: Numba's auto-vectorizer does not turn a table lookup into ``vpermb``/``pshufb``; it emits
+gathers or scalar code (1-2 GB/s).  These primitives put the exact instruction in the IR.
+
+Two opaque vector types are defined, :data:`v512` (a zmm register) and :data:`v256` (a ymm
+register).  Their LLVM type is ``<8 x i64>`` / ``<4 x i64>``; each primitive bitcasts to the lane
+type it needs (``<64 x i8>``, ``<16 x i32>``, ``<16 x float>`` ...), which costs nothing.
+
+Rules for callers:
+
+* Only call an ISA-specific primitive from a kernel that :mod:`tmac.dispatch` selected for a CPU
+  that has the ISA: compiling e.g. ``vpermb`` for a CPU without AVX-512 VBMI aborts the process.
+* Loads and stores take a C-contiguous array and a *flat element index* (in units of the array's
+  dtype); no bounds are checked.
+* Float arithmetic is plain ``fadd``/``fmul`` with no fast-math flags, so LLVM never contracts
+  into FMA: results round exactly like numpy float32.
+
+Primitive groups (``*`` = works on both v512 and v256, chosen from the argument type):
+
+=====================  =============================================================
+memory                 load512/store512, load256/store256
+integer*               vand, vor, vxor, add_i32, sub_i8, srl_i16, srl_i32, sll_i32
+constants              zero512/zero256, set1_i8_512, set1_i32_512, set1_f32_512 (and _256)
+float*                 add_f32, mul_f32, cvt_i32_f32
+AVX-512 VBMI/VNNI      permb512 (vpermb), dpbusd512 (vpdpbusd), permps512 (vpermps)
+AVX-512 BW             pshufb512
+AVX2                   pshufb256, maddubs256, maddwd256, permps256
+=====================  =============================================================
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic, models, register_model
+
+__all__ = [
+    "v512", "v256",
+    "load512", "store512", "load256", "store256",
+    "vand", "vor", "vxor", "add_i32", "sub_i8", "srl_i16", "srl_i32", "sll_i32",
+    "add_f32", "mul_f32", "cvt_i32_f32",
+    "zero512", "zero256", "set1_i8_512", "set1_i32_512", "set1_f32_512",
+    "set1_i8_256", "set1_i32_256", "set1_f32_256",
+    "permb512", "dpbusd512", "permps512", "pshufb512",
+    "pshufb256", "maddubs256", "maddwd256", "permps256",
+]
+
+
+class _Vec(types.Type):
+    """A SIMD register of ``bits`` bits; lanes are reinterpreted by each primitive."""
+
+    def __init__(self, bits: int):
+        self.bits = bits
+        super().__init__(name=f"v{bits}")
+
+
+v512 = _Vec(512)
+v256 = _Vec(256)
+
+
+@register_model(_Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, ir.VectorType(ir.IntType(64), fe_type.bits // 64))
+
+
+_I8, _I16, _I32, _F32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
+
+
+def _lanes(vt: _Vec, elem) -> ir.VectorType:
+    """LLVM vector type of ``vt``'s width with lanes of ``elem``."""
+    return ir.VectorType(elem, vt.bits // elem.width if isinstance(elem, ir.IntType) else vt.bits // 32)
+
+
+def _as(builder, value, vt: _Vec, elem):
+    return builder.bitcast(value, _lanes(vt, elem))
+
+
+def _back(builder, value, vt: _Vec):
+    return builder.bitcast(value, ir.VectorType(ir.IntType(64), vt.bits // 64))
+
+
+def _call(builder, name, ret, args):
+    """Declare (once per module) and call the LLVM intrinsic ``name``."""
+    fnty = ir.FunctionType(ret, [a.type for a in args])
+    fn = builder.module.declare_intrinsic(name, fnty=fnty)
+    return builder.call(fn, args)
+
+
+def _splat(builder, scalar, vtype: ir.VectorType):
+    """Broadcast an LLVM scalar to every lane of ``vtype``."""
+    n = vtype.count
+    undef = ir.Constant(vtype, ir.Undefined)
+    v = builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n)
+    return builder.shuffle_vector(v, undef, mask)
+
+
+# ----------------------------------------------------------------------------- memory
+
+def _vec_pointer(context, builder, arrty, arr, idx, vtype):
+    ary = context.make_array(arrty)(context, builder, arr)
+    ptr = builder.gep(ary.data, [idx])
+    return builder.bitcast(ptr, vtype.as_pointer())
+
+
+def _make_load(vt: _Vec):
+    @intrinsic
+    def load(typingctx, arr, idx):
+        if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            lt = ir.VectorType(ir.IntType(64), vt.bits // 64)
+            ptr = _vec_pointer(context, builder, sig.args[0], args[0], args[1], lt)
+            return builder.load(ptr, align=1, typ=lt)
+
+        return vt(arr, idx), codegen
+
+    return load
+
+
+def _make_store(vt: _Vec):
+    @intrinsic
+    def store(typingctx, arr, idx, value):
+        if not isinstance(arr, types.Array) or value != vt:
+            return None
+
+        def codegen(context, builder, sig, args):
+            lt = ir.VectorType(ir.IntType(64), vt.bits // 64)
+            ptr = _vec_pointer(context, builder, sig.args[0], args[0], args[1], lt)
+            builder.store(args[2], ptr, align=1)
+            return context.get_dummy_value()
+
+        return types.none(arr, idx, value), codegen
+
+    return store
+
+
+load512 = _make_load(v512)
+load512.__doc__ = "load512(arr, i) -> v512: unaligned 64-byte load from ``arr.flat[i:]``."
+store512 = _make_store(v512)
+store512.__doc__ = "store512(arr, i, v): unaligned 64-byte store to ``arr.flat[i:]``."
+load256 = _make_load(v256)
+load256.__doc__ = "load256(arr, i) -> v256: unaligned 32-byte load from ``arr.flat[i:]``."
+store256 = _make_store(v256)
+store256.__doc__ = "store256(arr, i, v): unaligned 32-byte store to ``arr.flat[i:]``."
+
+
+# ----------------------------------------------------------------------------- constants
+
+def _make_const(vt: _Vec, elem, kind):
+    if kind == "zero":
+        @intrinsic
+        def zero(typingctx):
+            def codegen(context, builder, sig, args):
+                return ir.Constant(ir.VectorType(ir.IntType(64), vt.bits // 64), None)
+            return vt(), codegen
+        return zero
+
+    @intrinsic
+    def set1(typingctx, x):
+        if kind == "int" and not isinstance(x, types.Integer):
+            return None
+        if kind == "float" and not isinstance(x, (types.Float, types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            (val,) = args
+            if kind == "int":
+                val = builder.trunc(val, elem) if val.type.width > elem.width else builder.sext(val, elem) \
+                    if val.type.width < elem.width else val
+            else:
+                src = sig.args[0]
+                if isinstance(src, types.Integer):
+                    val = builder.sitofp(val, elem)
+                elif src.bitwidth == 64:
+                    val = builder.fptrunc(val, elem)
+            return _back(builder, _splat(builder, val, _lanes(vt, elem)), vt)
+
+        return vt(x), codegen
+    return set1
+
+
+zero512 = _make_const(v512, None, "zero")
+zero256 = _make_const(v256, None, "zero")
+set1_i8_512 = _make_const(v512, _I8, "int")
+set1_i32_512 = _make_const(v512, _I32, "int")
+set1_f32_512 = _make_const(v512, _F32, "float")
+set1_i8_256 = _make_const(v256, _I8, "int")
+set1_i32_256 = _make_const(v256, _I32, "int")
+set1_f32_256 = _make_const(v256, _F32, "float")
+
+
+# ----------------------------------------------------------------------------- elementwise
+
+def _make_binop(elem, op):
+    """Lane-wise binary op on two vectors of the same width (v512 or v256)."""
+    @intrinsic
+    def binop(typingctx, a, b):
+        if not isinstance(a, _Vec) or a != b:
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = sig.args[0]
+            x, y = (_as(builder, v, vt, elem) for v in args)
+            return _back(builder, getattr(builder, op)(x, y), vt)
+
+        return a(a, b), codegen
+    return binop
+
+
+vand = _make_binop(ir.IntType(64), "and_")
+vor = _make_binop(ir.IntType(64), "or_")
+vxor = _make_binop(ir.IntType(64), "xor")
+add_i32 = _make_binop(_I32, "add")
+sub_i8 = _make_binop(_I8, "sub")
+add_f32 = _make_binop(_F32, "fadd")
+mul_f32 = _make_binop(_F32, "fmul")
+for _f, _d in ((vand, "bitwise and"), (vor, "bitwise or"), (vxor, "bitwise xor"),
+               (add_i32, "int32 lane add (wrapping)"), (sub_i8, "int8 lane subtract (wrapping)"),
+               (add_f32, "float32 lane add, IEEE round to nearest, never fused"),
+               (mul_f32, "float32 lane multiply, IEEE round to nearest, never fused")):
+    _f.__doc__ = f"{_f.__name__}(a, b): {_d}."
+
+
+def _make_shift(elem, op):
+    """Lane-wise logical shift of every ``elem`` lane by the same (runtime) count."""
+    @intrinsic
+    def shift(typingctx, a, n):
+        if not isinstance(a, _Vec) or not isinstance(n, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = sig.args[0]
+            x = _as(builder, args[0], vt, elem)
+            cnt = builder.trunc(args[1], elem) if args[1].type.width > elem.width else args[1]
+            return _back(builder, getattr(builder, op)(x, _splat(builder, cnt, x.type)), vt)
+
+        return a(a, n), codegen
+    return shift
+
+
+srl_i16 = _make_shift(_I16, "lshr")
+srl_i16.__doc__ = "srl_i16(v, n): logical right shift of each 16-bit lane by n (0 <= n < 16)."
+srl_i32 = _make_shift(_I32, "lshr")
+srl_i32.__doc__ = "srl_i32(v, n): logical right shift of each 32-bit lane by n (0 <= n < 32)."
+sll_i32 = _make_shift(_I32, "shl")
+sll_i32.__doc__ = "sll_i32(v, n): left shift of each 32-bit lane by n (0 <= n < 32)."
+
+
+@intrinsic
+def cvt_i32_f32(typingctx, a):
+    """cvt_i32_f32(v): int32 lanes -> float32 lanes (exact below 2**24, else round to nearest)."""
+    if not isinstance(a, _Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vt = sig.args[0]
+        return _back(builder, builder.sitofp(_as(builder, args[0], vt, _I32), _lanes(vt, _F32)), vt)
+
+    return a(a), codegen
+
+
+# ----------------------------------------------------------------------------- ISA-specific
+
+def _make_x86(name, vt: _Vec, in_elems, out_elem, doc, order=None):
+    """A call of one x86 LLVM intrinsic whose operands are all ``vt``-wide.
+
+    ``in_elems`` gives the lane type of each LLVM operand; ``order[j]`` is the Python argument
+    that becomes LLVM operand ``j`` (so Python signatures can read like the assembly).
+    """
+    order = tuple(range(len(in_elems))) if order is None else order
+
+    def typer(args):
+        if any(a != vt for a in args):
+            return None
+
+        def codegen(context, builder, sig, llargs):
+            ops = [_as(builder, llargs[j], vt, e) for j, e in zip(order, in_elems)]
+            return _back(builder, _call(builder, name, _lanes(vt, out_elem), ops), vt)
+
+        return vt(*args), codegen
+
+    # numba intrinsics cannot take *args: one fixed-arity wrapper per operand count
+    if len(in_elems) == 2:
+        @intrinsic
+        def prim(typingctx, a, b):
+            return typer((a, b))
+    else:
+        @intrinsic
+        def prim(typingctx, a, b, c):
+            return typer((a, b, c))
+
+    prim.__doc__ = doc
+    return prim
+
+
+permb512 = _make_x86(
+    "llvm.x86.avx512.permvar.qi.512", v512, (_I8, _I8), _I8,
+    "permb512(idx, table): byte i = table[idx[i] & 63] (AVX-512 VBMI vpermb).", order=(1, 0))
+permps512 = _make_x86(
+    "llvm.x86.avx512.permvar.sf.512", v512, (_F32, _I32), _F32,
+    "permps512(idx, table): float32 lane i = table[idx[i] & 15] (AVX-512F vpermps).", order=(1, 0))
+dpbusd512 = _make_x86(
+    "llvm.x86.avx512.vpdpbusd.512", v512, (_I32, _I8, _I8), _I32,
+    "dpbusd512(acc, u8, s8): int32 lane j = acc[j] + sum_{t<4} u8[4j+t] * s8[4j+t] (AVX-512 VNNI).")
+pshufb512 = _make_x86(
+    "llvm.x86.avx512.pshuf.b.512", v512, (_I8, _I8), _I8,
+    "pshufb512(table, idx): per 128-bit lane, out[i] = table[lane][idx[i] & 15], 0 if idx[i] < 0 (AVX-512BW).")
+pshufb256 = _make_x86(
+    "llvm.x86.avx2.pshuf.b", v256, (_I8, _I8), _I8,
+    "pshufb256(table, idx): per 128-bit lane, out[i] = table[lane][idx[i] & 15], 0 if idx[i] < 0 (AVX2).")
+maddubs256 = _make_x86(
+    "llvm.x86.avx2.pmadd.ub.sw", v256, (_I8, _I8), _I16,
+    "maddubs256(u8, s8): int16 lane j = sat16(u8[2j]*s8[2j] + u8[2j+1]*s8[2j+1]) (AVX2 vpmaddubsw).")
+maddwd256 = _make_x86(
+    "llvm.x86.avx2.pmadd.wd", v256, (_I16, _I16), _I32,
+    "maddwd256(a, b): int32 lane j = a[2j]*b[2j] + a[2j+1]*b[2j+1] on int16 lanes (AVX2 vpmaddwd).")
+permps256 = _make_x86(
+    "llvm.x86.avx2.permps", v256, (_F32, _I32), _F32,
+    "permps256(idx, table): float32 lane i = table[idx[i] & 7] (AVX2 vpermps).", order=(1, 0))

@@ -1,0 +1,121 @@
+"""Table build (mirror consolidation), int8 table quantization and block sums, in Numba.
+
+All functions take the activations already padded: ``xp`` (N, Kpp) float32, C-contiguous,
+Kpp a multiple of 16 (layout units), zero past the real K. Table group g covers
+``xp[:, 4g:4g+4]``; groups past Kp/4 have all-zero activations and so all-zero tables.
+
+Float order is exactly docs/numerics.md:
+
+    T[g, j]      = ((x0 + s1*x1) + s2*x2) + s3*x3 for odd j (bit 0 set, s0 = +1),
+    T[g, 15 - j] = -T[g, j]                                        (mirror, exact)
+    absum[g]     = ((|x0| + |x1|) + |x2|) + |x3|
+    scale[a]     = max absum / 127, inv = 1 / scale (0 if scale == 0)
+    qT[g, j]     = clip(rint(T[g, j] * inv), -127, 127)           (rint(-v) == -rint(v))
+
+The loops are written over groups with every entry spelled out, which LLVM vectorizes across
+groups (interleaved loads/stores); the mirror halves the multiplies and roundings.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, inline="always")
+def _odd_entries(x0, x1, x2, x3):
+    """The 8 table entries with bit 0 set (j = 1, 3, ..., 15), float32, contract order."""
+    return (((x0 - x1) - x2) - x3,    # j = 1:  + - - -
+            ((x0 + x1) - x2) - x3,    # j = 3:  + + - -
+            ((x0 - x1) + x2) - x3,    # j = 5:  + - + -
+            ((x0 + x1) + x2) - x3,    # j = 7:  + + + -
+            ((x0 - x1) - x2) + x3,    # j = 9:  + - - +
+            ((x0 + x1) - x2) + x3,    # j = 11: + + - +
+            ((x0 - x1) + x2) + x3,    # j = 13: + - + +
+            ((x0 + x1) + x2) + x3)    # j = 15: + + + +
+
+
+@njit(cache=True)
+def build_tables_f32(xp, out):
+    """Float tables. xp (N, Kpp) float32 -> out (N, Kpp // 4, 16) float32 (mirror build).
+
+    ``a - b`` equals ``a + (-b)`` bit for bit in IEEE arithmetic, so subtracting is the
+    contract's ``sigma * x`` sign flip followed by the addition.
+    """
+    n_rows, kpp = xp.shape
+    for n in range(n_rows):
+        for g in range(kpp // 4):
+            e = _odd_entries(xp[n, 4 * g], xp[n, 4 * g + 1], xp[n, 4 * g + 2], xp[n, 4 * g + 3])
+            for h in range(8):
+                out[n, g, 2 * h + 1] = e[h]
+                out[n, g, 14 - 2 * h] = -e[h]
+
+
+@njit(cache=True)
+def table_scales(xp, act_group_size, scales):
+    """Per activation group a (4-groups starting in [a*A, (a+1)*A)): max absum / 127.
+
+    xp (N, Kpp) float32, scales (N, n_act_groups) float32 (output). n_act_groups is
+    ceil(Kp / A); groups past Kp/4 have absum 0 and cannot change a maximum.
+    """
+    n_rows, kpp = xp.shape
+    n_groups = scales.shape[1]
+    for n in range(n_rows):
+        for a in range(n_groups):
+            best = np.float32(0.0)
+            g_end = min(kpp // 4, -(-(a + 1) * act_group_size // 4))
+            for g in range(-(-a * act_group_size // 4), g_end):
+                s = ((abs(xp[n, 4 * g]) + abs(xp[n, 4 * g + 1])) + abs(xp[n, 4 * g + 2])) \
+                    + abs(xp[n, 4 * g + 3])
+                best = max(best, s)
+            scales[n, a] = best / np.float32(127.0)
+
+
+@njit(cache=True, inline="always")
+def _q8(v, inv):
+    """clip(rint(v * inv), -127, 127) as int8 (half to even)."""
+    return np.int8(min(max(np.rint(v * inv), np.float32(-127.0)), np.float32(127.0)))
+
+
+@njit(cache=True)
+def build_tables_int8(xp, act_group_size, scales, out):
+    """int8 tables. xp (N, Kpp) float32, scales (N, n_act_groups) float32 (from table_scales)
+    -> out (N, Kpp // 4, 16) int8, quantized with 1/scale of the group's activation group."""
+    n_rows, kpp = xp.shape
+    n_act = scales.shape[1]
+    inv = np.zeros(n_act, np.float32)
+    for n in range(n_rows):
+        for a in range(n_act):
+            inv[a] = np.float32(1.0) / scales[n, a] if scales[n, a] > 0 else np.float32(0.0)
+        for a in range(n_act):
+            g_end = min(kpp // 4, -(-(a + 1) * act_group_size // 4))
+            s = inv[a]
+            for g in range(-(-a * act_group_size // 4), g_end):
+                e = _odd_entries(xp[n, 4 * g], xp[n, 4 * g + 1], xp[n, 4 * g + 2], xp[n, 4 * g + 3])
+                for h in range(8):
+                    q = _q8(e[h], s)
+                    out[n, g, 2 * h + 1] = q
+                    out[n, g, 14 - 2 * h] = -q
+        # groups past the last activation group (only when Kpp > Kp): zero activations
+        for g in range(min(kpp // 4, -(-n_act * act_group_size // 4)), kpp // 4):
+            for j in range(16):
+                out[n, g, j] = 0
+
+
+@njit(cache=True)
+def block_sums(xp, starts, stops, out):
+    """xsum[n, b] = xp[n, starts[b]:stops[b]] summed left to right from 0.0 (float32).
+
+    The loop runs over blocks innermost so that the blocks' dependency chains overlap.
+    """
+    n_rows = xp.shape[0]
+    n_blocks = starts.shape[0]
+    width = 0
+    for b in range(n_blocks):
+        width = max(width, stops[b] - starts[b])
+    for n in range(n_rows):
+        for b in range(n_blocks):
+            out[n, b] = np.float32(0.0)
+        for j in range(width):
+            for b in range(n_blocks):
+                if starts[b] + j < stops[b]:
+                    out[n, b] = out[n, b] + xp[n, starts[b] + j]
