@@ -10,9 +10,12 @@ and a weight is reconstructed as ``w = (code - zero) * scale`` (see ``dequantize
 
 Schemes
 -------
-asym     GPTQ/AWQ convention. Per group, the range [min(w, 0), max(w, 0)] is cut into 2^b - 1 steps:
+asym     GPTQ/AWQ convention. Per group, a range [lo, hi] containing 0 is cut into 2^b - 1 steps:
          scale = (hi - lo) / (2^b - 1), zero = rint(-lo / scale), code = clip(rint(w / scale) + zero).
-         Including 0 in the range keeps zero exactly representable (GPTQ does the same).
+         The range is [min(w, 0), max(w, 0)] shrunk by the factor p from ``SHRINK_GRID`` that gives
+         the least squared error (GPTQ's "mse" range search; p = 1 is the plain min/max fit, and
+         ties keep the larger p). The search matters most at 1 bit, where the min/max fit sends
+         most weights to the zero level.
 sym      llama.cpp Q4_0 convention, zero fixed at 2^(b-1). The element of largest magnitude m
          (with its sign) maps to code 0: scale = m / -2^(b-1), code = clip(rint(w / scale) + zero).
 ternary  BitNet b1.58: one scale per tensor, s = max(mean |W|, 1e-5), t = clip(rint(W / s), -1, 1),
@@ -25,6 +28,7 @@ import numpy as np
 
 SCHEMES = ("asym", "sym", "ternary")
 TERNARY_MIN_SCALE = np.float32(1e-5)
+SHRINK_GRID = np.linspace(1.0, 0.2, 21, dtype=np.float32)     # range factors tried by "asym"
 
 
 def group_view(w, group_size):
@@ -46,16 +50,41 @@ def _codes_from(w_groups, scale, zero, bits):
     return q.reshape(w_groups.shape[0], -1).astype(np.uint8)
 
 
-def quantize_asym(w, bits, group_size):
-    """Asymmetric (GPTQ/AWQ) quantization. w (M, K) float32 -> (codes, scales, zeros)."""
-    g = group_view(w, group_size)
-    lo = np.minimum(g.min(axis=-1), np.float32(0))
-    hi = np.maximum(g.max(axis=-1), np.float32(0))
+def _asym_params(lo, hi, bits):
+    """scale and zero for the range [lo, hi] (lo <= 0 <= hi); an empty range gets scale 1."""
     steps = np.float32(2**bits - 1)
     scale = ((hi - lo) / steps).astype(np.float32)
     scale = np.where(scale == 0, np.float32(1), scale)
     zero = np.clip(np.rint(-lo / scale), 0, steps).astype(np.float32)
-    return _codes_from(g, scale, zero, bits), scale, zero
+    return scale, zero
+
+
+def _group_squared_error(g, codes, scale, zero):
+    """sum over each group of (dequantized - w)^2, float32 (M, n_groups)."""
+    restored = (codes.reshape(g.shape).astype(np.float32) - zero[..., None]) * scale[..., None]
+    return ((restored - g) ** 2).sum(axis=-1, dtype=np.float32)
+
+
+def quantize_asym(w, bits, group_size):
+    """Asymmetric (GPTQ/AWQ) quantization with range search. w (M, K) float32 -> (codes, scales, zeros)."""
+    g = group_view(w, group_size)
+    lo = np.minimum(g.min(axis=-1), np.float32(0))
+    hi = np.maximum(g.max(axis=-1), np.float32(0))
+    best = None
+    for p in SHRINK_GRID:
+        scale, zero = _asym_params(lo * p, hi * p, bits)
+        codes = _codes_from(g, scale, zero, bits)
+        error = _group_squared_error(g, codes, scale, zero)
+        if best is None:
+            best = [error, codes.reshape(g.shape), scale, zero]
+            continue
+        better = error < best[0]
+        best[0] = np.where(better, error, best[0])
+        best[1] = np.where(better[..., None], codes.reshape(g.shape), best[1])
+        best[2] = np.where(better, scale, best[2])
+        best[3] = np.where(better, zero, best[3])
+    _, codes, scale, zero = best
+    return codes.reshape(w.shape), scale, zero
 
 
 def quantize_sym(w, bits, group_size):

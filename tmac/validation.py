@@ -21,7 +21,8 @@ def float_array(name, value, ndims):
         raise ValueError(f"{name} must be {expected}, got shape {array.shape}")
     if array.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {array.shape}")
-    converted = np.ascontiguousarray(array, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        converted = np.ascontiguousarray(array, dtype=np.float32)
     if not np.isfinite(converted).all():
         where = "after conversion to float32 " if np.isfinite(array).all() else ""
         raise ValueError(f"{name} must be finite {where}(found NaN or Inf)")

@@ -6,8 +6,8 @@ Kpp a multiple of 16 (layout units), zero past the real K. Table group g covers
 
 Float order is exactly docs/numerics.md:
 
-    T[g, j]      = ((x0 + s1*x1) + s2*x2) + s3*x3 for odd j (bit 0 set, s0 = +1),
-    T[g, 15 - j] = -T[g, j]                                        (mirror, exact)
+    T[g, j]      = (((x0 + s1*x1) + s2*x2) + s3*x3) + 0.0 for odd j (bit 0 set, s0 = +1),
+    T[g, 15 - j] = (-T[g, j]) + 0.0          (mirror, exact; "+ 0.0" turns -0.0 into +0.0)
     absum[g]     = ((|x0| + |x1|) + |x2|) + |x3|
     scale[a]     = max absum / 127, inv = 1 / scale (0 if scale == 0)
     qT[g, j]     = clip(rint(T[g, j] * inv), -127, 127)           (rint(-v) == -rint(v))
@@ -38,6 +38,9 @@ def _odd_entries(x0, x1, x2, x3):
 def build_tables_f32(xp, out):
     """Float tables. xp (N, Kpp) float32 -> out (N, Kpp // 4, 16) float32 (mirror build).
 
+    Tables hold no negative zero (the contract's final "+ 0.0"); the int8 tables need no such
+    step because rint(-0.0) converts to the integer 0.
+
     ``a - b`` equals ``a + (-b)`` bit for bit in IEEE arithmetic, so subtracting is the
     contract's ``sigma * x`` sign flip followed by the addition.
     """
@@ -46,8 +49,8 @@ def build_tables_f32(xp, out):
         for g in range(kpp // 4):
             e = _odd_entries(xp[n, 4 * g], xp[n, 4 * g + 1], xp[n, 4 * g + 2], xp[n, 4 * g + 3])
             for h in range(8):
-                out[n, g, 2 * h + 1] = e[h]
-                out[n, g, 14 - 2 * h] = -e[h]
+                out[n, g, 2 * h + 1] = e[h] + np.float32(0.0)
+                out[n, g, 14 - 2 * h] = (-e[h]) + np.float32(0.0)
 
 
 @njit(cache=True)
