@@ -55,7 +55,7 @@ def run_demo(m=4096, k=4096, group_size=128, backend="auto", repeats=5, seed=0):
     table = Table(title=f"tmac demo: {m} x {k} GEMV, group size {group_size}, backend {backend}")
     for column in ("format", "bits/weight", "weight NMSE", "output NMSE vs float",
                    "LUT vs dequantized", "time (ms)", "time / numpy fp32"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=column == "format")
     table.add_row("numpy float32", "32", "0", "-", "-", f"{numpy_seconds * 1e3:.2f}", "1.00")
     for r in rows:
         table.add_row(r.name, f"{r.bits_per_weight:.2f}", f"{r.weight_nmse:.1e}",
