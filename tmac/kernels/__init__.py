@@ -1,0 +1,120 @@
+"""Fast Numba kernels for tmac: table build, LUT GEMV/GEMM per ISA path, dequant baseline.
+
+Entry points (called by tmac.api through tmac.registry):
+
+    lut_matmul(packed, scales, zeros, bits, x, act_group_size, lut="int8", isa=None, threads=None)
+    dequant_matmul(packed_or_codes, scales, zeros, bits, x, isa=None, threads=None)
+    warmup(isa=None)   compile (or load from the on-disk cache) every kernel this CPU uses
+
+Importing this package compiles nothing and imports no kernel module: each kernel module is
+imported when first needed, and its functions compile (``cache=True``) on first call.
+Every result equals tmac.reference bit for bit, for any ISA path and thread count.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+
+import numpy as np
+
+from tmac import dispatch
+
+# (op, isa) -> (module, function)
+_KERNELS = {
+    ("lut_int8", "avx512"): ("tmac.kernels.lut_avx512", "lut_int8_avx512"),
+    ("lut_float32", "avx512"): ("tmac.kernels.lut_avx512", "lut_f32_avx512"),
+    ("lut_int8", "avx2"): ("tmac.kernels.lut_avx2", "lut_int8_avx2"),
+    ("lut_float32", "avx2"): ("tmac.kernels.lut_avx2", "lut_f32_avx2"),
+    ("lut_int8", "portable"): ("tmac.kernels.lut_portable", "lut_int8_portable"),
+    ("lut_float32", "portable"): ("tmac.kernels.lut_portable", "lut_f32_portable"),
+    ("dequant", "portable"): ("tmac.kernels.dequant", "dequant_portable"),
+}
+
+
+def kernel_for(op: str, isa: str):
+    """The compiled-on-demand kernel function of ``op`` on path ``isa`` (already chosen)."""
+    module, name = _KERNELS[(op, isa)]
+    return getattr(importlib.import_module(module), name)
+
+
+@contextlib.contextmanager
+def num_threads(threads: int | None):
+    """Run the block with Numba's thread count set to ``threads`` (None: leave as is)."""
+    import numba
+
+    before = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield numba.get_num_threads()
+    finally:
+        numba.set_num_threads(before)
+
+
+def _packed(packed_or_codes, bits):
+    from tmac.layout import PackedCodes, pack
+
+    if isinstance(packed_or_codes, PackedCodes):
+        return packed_or_codes
+    return pack(np.asarray(packed_or_codes, np.uint8), bits)
+
+
+def lut_matmul(packed, scales, zeros, bits, x, act_group_size, lut="int8", isa=None, threads=None,
+               tiles_per_task=None):
+    """y = x @ dequantize(W).T by table lookup; equals tmac.reference.lut_matmul bit for bit.
+
+    packed          tmac.layout.PackedCodes (or raw (M, K) uint8 codes, packed on the fly)
+    scales, zeros   (M, K // group_size) float32
+    bits            1..4
+    x               (N, K) float32
+    act_group_size  multiple of 4; >= K for one table scale per row
+    lut             "int8" or "float32"
+    isa             None (best for this CPU / $TMAC_ISA), "avx512", "avx2" or "portable"
+    threads         Numba threads (None: current setting); rows split over threads, never K
+    Returns (N, M) float32.
+    """
+    from tmac.kernels.lut import run_lut
+
+    packed = _packed(packed, bits)
+    if packed.bits != bits:
+        raise ValueError(f"packed weight has {packed.bits} bits, not {bits}")
+    path = dispatch.choose("lut_" + lut, isa)
+    with num_threads(threads) as t:
+        return run_lut(packed, np.asarray(scales, np.float32), np.asarray(zeros, np.float32),
+                       x, int(act_group_size), lut, path, t, tiles_per_task)
+
+
+def dequant_matmul(packed_or_codes, scales, zeros, bits, x, isa=None, threads=None):
+    """Dequantize-then-multiply baseline; equals tmac.reference.dequant_matmul bit for bit.
+
+    packed_or_codes  (M, K) uint8 codes (fastest) or tmac.layout.PackedCodes (unpacked first)
+    Returns (N, M) float32.
+    """
+    from tmac.kernels.dequant import run_dequant
+    from tmac.layout import PackedCodes, unpack
+
+    codes = unpack(packed_or_codes) if isinstance(packed_or_codes, PackedCodes) else packed_or_codes
+    dispatch.choose("dequant", isa)
+    with num_threads(threads):
+        return run_dequant(np.ascontiguousarray(codes, np.uint8), scales, zeros, x)
+
+
+def warmup(isa=None, verbose=False):
+    """Compile (or load from cache) every kernel the chosen paths use, on tiny inputs.
+
+    Returns {op: path}. Only paths this CPU has are compiled.
+    """
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 4, (3, 40)).astype(np.uint8)
+    scales = np.ones((3, 1), np.float32)
+    zeros = np.ones((3, 1), np.float32)
+    x = rng.standard_normal((1, 40)).astype(np.float32)
+    done = {}
+    for lut in ("int8", "float32"):
+        done["lut_" + lut] = dispatch.choose("lut_" + lut, isa)
+        lut_matmul(codes, scales, zeros, 2, x, 40, lut, isa=isa)
+        if verbose:
+            print(f"lut_{lut}: {done['lut_' + lut]}")
+    done["dequant"] = dispatch.choose("dequant", isa)
+    dequant_matmul(codes, scales, zeros, 2, x, isa=isa)
+    return done

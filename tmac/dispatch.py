@@ -1,0 +1,99 @@
+"""Which ISA path each op runs, decided from the CPU features Numba compiles for.
+
+Compiling an instruction the CPU lacks aborts the whole process (an LLVM error, not a Python
+exception), so the choice is made here, *before* any kernel is compiled, from the same feature
+list Numba hands to LLVM: ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` when set, else the host's
+(llvmlite ``get_host_cpu_features``, which already accounts for OS support of AVX state).
+
+Paths, best first:
+
+    avx512    AVX-512 F/BW + VBMI (vpermb) + VNNI (vpdpbusd): int8 tables; vpermps for float32
+    avx2      AVX2 pshufb + pmaddubsw: int8 tables; vpermps for float32
+    portable  plain Numba loops: any CPU
+
+Override with ``isa=`` arguments or the ``TMAC_ISA`` environment variable (avx512, avx2,
+portable). Asking for a path this CPU lacks raises ``RuntimeError`` instead of crashing.
+AMX is never used (on some virtual machines it is listed but faults).
+"""
+from __future__ import annotations
+
+import os
+
+ISAS = ("avx512", "avx2", "portable")
+
+REQUIRED = {
+    "avx512": ("avx512f", "avx512bw", "avx512vbmi", "avx512vnni"),
+    "avx2": ("avx2",),
+    "portable": (),
+}
+
+# op -> paths it has, best first
+OP_PATHS = {
+    "lut_int8": ("avx512", "avx2", "portable"),
+    "lut_float32": ("avx512", "avx2", "portable"),
+    "dequant": ("portable",),
+}
+
+
+def cpu_features() -> dict:
+    """{"cpu": name, "features": set of enabled LLVM feature names} that Numba compiles for."""
+    from llvmlite import binding as ll
+    from numba.core import config
+
+    name = config.CPU_NAME or ll.get_host_cpu_name()
+    if config.CPU_NAME:
+        flags = config.CPU_FEATURES or ""
+        # an explicit CPU name without a feature list: trust nothing beyond the baseline
+        # unless it is the host itself
+        if not flags and config.CPU_NAME in ("host", ll.get_host_cpu_name()):
+            flags = ll.get_host_cpu_features().flatten()
+    else:
+        flags = config.CPU_FEATURES or ll.get_host_cpu_features().flatten()
+    enabled = {f[1:] for f in flags.split(",") if f.startswith("+")}
+    return {"cpu": name, "features": enabled}
+
+
+def available(features: set | None = None) -> tuple:
+    """ISA paths this CPU can run, best first."""
+    features = cpu_features()["features"] if features is None else features
+    return tuple(isa for isa in ISAS if all(f in features for f in REQUIRED[isa]))
+
+
+def requested_isa(isa: str | None = None) -> str | None:
+    """The explicit request: the argument, else $TMAC_ISA, else None (automatic)."""
+    req = isa if isa is not None else os.environ.get("TMAC_ISA") or None
+    if req is not None and req not in ISAS:
+        raise ValueError(f"unknown ISA {req!r}; expected one of {ISAS}")
+    return req
+
+
+def choose(op: str, isa: str | None = None, features: set | None = None) -> str:
+    """The path ``op`` runs: the best one both available and not above the request.
+
+    ``op`` is "lut_int8", "lut_float32" or "dequant". Requesting a path the CPU lacks raises
+    RuntimeError (compiling it would abort the process).
+    """
+    have = available(features)
+    req = requested_isa(isa)
+    if req is not None and req not in have:
+        raise RuntimeError(f"ISA path {req!r} requested but this CPU (as Numba compiles for it) "
+                           f"lacks {[f for f in REQUIRED[req] if f not in (features or cpu_features()['features'])]}")
+    allowed = ISAS[ISAS.index(req):] if req else ISAS
+    for path in OP_PATHS[op]:
+        if path in have and path in allowed:
+            return path
+    return "portable"
+
+
+def info(isa: str | None = None) -> dict:
+    """What ``tmac info`` prints: CPU, relevant features, available paths, the path per op."""
+    cf = cpu_features()
+    relevant = sorted({f for fs in REQUIRED.values() for f in fs} | {"avx512vl", "avxvnni", "amx-int8"})
+    return {
+        "cpu": cf["cpu"],
+        "features": {f: f in cf["features"] for f in relevant},
+        "available": list(available(cf["features"])),
+        "requested": requested_isa(isa),
+        "ops": {op: choose(op, isa, cf["features"]) for op in OP_PATHS},
+        "note": "AMX is never used",
+    }

@@ -1,0 +1,148 @@
+"""LUT matmul driver: block plan, table build, then the kernel of the chosen ISA path.
+
+    y = lut_matmul(packed, scales, zeros, bits, x, act_group_size, lut, isa, threads)
+
+Steps (all exact per docs/numerics.md):
+1. plan():   blocks of K (width min(A, W)), their weight/activation groups, 16-column units;
+2. tables:   x padded with zeros to the packed width, mirrored tables, int8 quantization;
+3. sums:     xsum per block (left to right), half = table scale * 0.5 per block;
+4. kernel:   lookup + shift-accumulate + epilogue, parallel over 64-row tiles.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tmac.layout import UNIT_K, PackedCodes, pack_scales
+from tmac.kernels import tables as _tables
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Block geometry for one (K, group_size, act_group_size); all arrays int64 per block."""
+
+    k_padded: int          # Kp, K rounded up to a multiple of 4
+    k_units: int           # Kpp, Kp rounded up to a multiple of 16 (packed width)
+    act_group_size: int
+    n_act_groups: int
+    starts: np.ndarray     # block b covers K columns [starts[b], stops[b])
+    stops: np.ndarray
+    weight_group: np.ndarray
+    act_group: np.ndarray
+    g0: np.ndarray         # table groups [g0, g1) of each block
+    g1: np.ndarray
+    u0: np.ndarray         # 16-column units [u0, u1) touched by each block
+    u1: np.ndarray
+    aligned: bool          # every block starts on a unit and ends on a unit or at Kp
+
+
+def plan(k: int, n_weight_groups: int, act_group_size: int) -> Plan:
+    """Blocks as in docs/numerics.md: W_eff = W if W < K else Kp, B = min(A, W_eff)."""
+    kp = -(-k // 4) * 4
+    kpp = max(1, -(-kp // UNIT_K)) * UNIT_K
+    group_size = k // n_weight_groups
+    w_eff = kp if group_size >= k else group_size
+    a_eff = min(int(act_group_size), kp)
+    width, wider = min(w_eff, a_eff), max(w_eff, a_eff)
+    if act_group_size % 4 or act_group_size <= 0 or (wider % width and wider != kp):
+        raise ValueError(f"act_group_size {act_group_size} does not nest with group size {group_size}")
+    starts = np.arange(0, kp, width, dtype=np.int64)
+    stops = np.minimum(starts + width, kp)
+    aligned = bool(np.all(starts % UNIT_K == 0) and np.all((stops % UNIT_K == 0) | (stops == kp)))
+    return Plan(kp, kpp, int(act_group_size), (kp - 4) // int(act_group_size) + 1,
+                starts, stops, starts // w_eff, starts // a_eff, starts // 4, stops // 4,
+                starts // UNIT_K, -(-stops // UNIT_K), aligned)
+
+
+def pad_activations(x, k_units: int) -> np.ndarray:
+    """x (N, K) float32 -> (N, Kpp) float32, zero columns appended."""
+    n, k = x.shape
+    xp = np.zeros((n, k_units), np.float32)
+    xp[:, :k] = x
+    return xp
+
+
+def int8_tables(xp, p: Plan):
+    """(tables (N, Kpp/4, 16) int8, table scales (N, n_act_groups) float32)."""
+    n = xp.shape[0]
+    scales = np.empty((n, p.n_act_groups), np.float32)
+    _tables.table_scales(xp, p.act_group_size, scales)
+    qt = np.empty((n, p.k_units // 4, 16), np.int8)
+    _tables.build_tables_int8(xp, p.act_group_size, scales, qt)
+    return qt, scales
+
+
+def float_tables(xp):
+    """Float tables (N, Kpp/4, 16) float32 (mirror build)."""
+    t = np.empty((xp.shape[0], xp.shape[1] // 4, 16), np.float32)
+    _tables.build_tables_f32(xp, t)
+    return t
+
+
+def unit_slots(qt, p: Plan):
+    """Tables arranged for kernels that walk whole units: (slots, s0).
+
+    Aligned plans use the tables as they are (s0 = 4*u0). Otherwise each block gets its own
+    copy of the units it touches, with the groups outside the block zeroed (zero entries add
+    nothing to the exact integer sums).
+    """
+    if p.aligned:
+        return qt, 4 * p.u0
+    counts = 4 * (p.u1 - p.u0)
+    s0 = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    slots = np.zeros((qt.shape[0], int(counts.sum()), 16), np.int8)
+    for b in range(len(p.starts)):
+        dst = s0[b] + p.g0[b] - 4 * p.u0[b]
+        slots[:, dst:dst + p.g1[b] - p.g0[b]] = qt[:, p.g0[b]:p.g1[b]]
+    return slots, s0
+
+
+def block_sums(xp, p: Plan):
+    out = np.empty((xp.shape[0], len(p.starts)), np.float32)
+    _tables.block_sums(xp, p.starts, p.stops, out)
+    return out
+
+
+def transposed_scales(packed: PackedCodes, scales, zeros, bits):
+    """(sc, off) in the kernel layout: from the packed weight if it carries them, else now."""
+    if packed.scales_t is not None:
+        return packed.scales_t, packed.offsets_t
+    return pack_scales(scales, zeros, bits)
+
+
+def default_tiles_per_task(n_tiles: int, threads: int) -> int:
+    """Row tiles per parallel task: one task per tile when there is one thread (no split
+    overhead matters), else about 4 tasks per thread so uneven tiles balance."""
+    if threads <= 1:
+        return n_tiles
+    return max(1, n_tiles // (4 * threads))
+
+
+def run_lut(packed: PackedCodes, scales, zeros, x, act_group_size: int, lut: str, isa: str,
+            threads: int, tiles_per_task: int | None = None) -> np.ndarray:
+    """The whole LUT matmul on one ISA path ("avx512", "avx2" or "portable"); (N, M) float32."""
+    from tmac.kernels import kernel_for   # late: kernel modules load only when used
+
+    x = np.ascontiguousarray(x, np.float32)
+    p = plan(packed.k, scales.shape[1], act_group_size)
+    xp = pad_activations(x, p.k_units)
+    sc, off = transposed_scales(packed, scales, zeros, packed.bits)
+    xsum = block_sums(xp, p)
+    n_tiles = packed.data.shape[0]
+    tpt = tiles_per_task or default_tiles_per_task(n_tiles, threads)
+    out = np.empty((x.shape[0], packed.m_padded), np.float32)
+    kernel = kernel_for("lut_" + lut, isa)
+    if lut == "int8":
+        qt, tscale = int8_tables(xp, p)
+        half = tscale[:, p.act_group] * np.float32(0.5)
+        if isa == "portable":
+            kernel(packed.data, qt, p.g0, p.g1, half, xsum, p.weight_group, sc, off, out, tpt)
+        else:
+            slots, s0 = unit_slots(qt, p)
+            kernel(packed.data, slots, p.u0, p.u1, s0, half, xsum, p.weight_group, sc, off, out, tpt)
+    else:
+        t = float_tables(xp)
+        half = np.zeros((x.shape[0], len(p.starts)), np.float32)
+        kernel(packed.data, t, p.g0, p.g1, half, xsum, p.weight_group, sc, off, out, tpt)
+    return out[:, :packed.m] if x.shape[0] == 1 else np.ascontiguousarray(out[:, :packed.m])

@@ -1,0 +1,112 @@
+"""LUT GEMV/GEMM with AVX-512 VBMI + VNNI (int8 tables) and AVX-512F vpermps (float32 tables).
+
+Compile only on a CPU with avx512f/bw/vbmi/vnni (tmac.dispatch decides); arguments as in
+tmac.kernels.lut_portable, except that the int8 kernel walks whole 16-column units: block b
+uses units u0[b]..u1[b]-1 of the packed codes and the 4 table groups s0[b] + 4*(u - u0[b]) ..
++3 of ``tables`` (64 bytes, one zmm) for unit u. When blocks align with units these are the
+plain tables (s0 = 4*u0); otherwise tmac.kernels.lut builds per-block copies whose groups
+outside the block are zero.
+
+int8 inner step, per unit u (16 columns), plane i and half s (32 rows), one 64-byte load v:
+
+    lo  = (v & 0x0F) | (16 * (byte % 4))        6-bit vpermb index: group * 16 + nibble
+    hi  = ((v >> 4) & 0x0F) | (16 * (byte % 4))
+    acc_lo = vpdpbusd(acc_lo, 2^i, vpermb(lo, T_u))  # int32 lane r += 2^i * sum of 4 groups
+    acc_hi = vpdpbusd(acc_hi, 2^i, vpermb(hi, T_u))
+
+Four int32 accumulators hold the 64 rows of a tile (rows 0-15, 16-31, 32-47, 48-63).  The
+integer sums are exact, so their order is free; the float epilogue runs per block, 16 rows
+per register, in the contract's order.
+"""
+from __future__ import annotations
+
+from numba import njit, prange
+
+from tmac.kernels.simd import (add_f32, cvt_i32_f32, dpbusd512, load512, mul_f32, permb512,
+                               permps512, set1_f32_512, set1_i8_512, set1_i32_512, srl_i16,
+                               srl_i32, store512, vand, vor, zero512)
+
+
+@njit(cache=True, inline="always")
+def _epilogue4(y0, y1, y2, y3, l0, l1, l2, l3, sc, off, base, xs):
+    """y_q = y_q + sc_q * (l_q + off_q * xs) for 4 x 16 rows; sc/off read at flat ``base``."""
+    xv = set1_f32_512(xs)
+    y0 = add_f32(y0, mul_f32(load512(sc, base), add_f32(l0, mul_f32(load512(off, base), xv))))
+    y1 = add_f32(y1, mul_f32(load512(sc, base + 16), add_f32(l1, mul_f32(load512(off, base + 16), xv))))
+    y2 = add_f32(y2, mul_f32(load512(sc, base + 32), add_f32(l2, mul_f32(load512(off, base + 32), xv))))
+    y3 = add_f32(y3, mul_f32(load512(sc, base + 48), add_f32(l3, mul_f32(load512(off, base + 48), xv))))
+    return y0, y1, y2, y3
+
+
+@njit(cache=True, parallel=True)
+def lut_int8_avx512(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tiles_per_task):
+    """int8 LUT GEMV/GEMM. tables (N, G', 16) int8 (see module docstring for u0, u1, s0)."""
+    n_tiles, n_units, bits = data.shape[0], data.shape[1], data.shape[2]
+    n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], u0.shape[0]
+    n_wg, m_pad = sc.shape[1], out.shape[1]
+    n_tasks = -(-n_tiles // tiles_per_task)
+    for task in prange(n_tasks):
+        low4 = set1_i8_512(15)
+        group_base = set1_i32_512(0x30201000)          # byte k of each lane -> 16 * k
+        for tile in range(task * tiles_per_task, min(n_tiles, (task + 1) * tiles_per_task)):
+            for n in range(n_tok):
+                y0 = zero512(); y1 = zero512(); y2 = zero512(); y3 = zero512()
+                for b in range(n_blocks):
+                    a0 = zero512(); a1 = zero512(); a2 = zero512(); a3 = zero512()
+                    for u in range(u0[b], u1[b]):
+                        t = load512(tables, (n * n_groups + s0[b] + 4 * (u - u0[b])) * 16)
+                        at = ((tile * n_units + u) * bits) * 128
+                        for i in range(bits):
+                            w = set1_i8_512(1 << i)
+                            v0 = load512(data, at + i * 128)
+                            v1 = load512(data, at + i * 128 + 64)
+                            a0 = dpbusd512(a0, w, permb512(vor(vand(v0, low4), group_base), t))
+                            a1 = dpbusd512(a1, w, permb512(vor(vand(srl_i16(v0, 4), low4), group_base), t))
+                            a2 = dpbusd512(a2, w, permb512(vor(vand(v1, low4), group_base), t))
+                            a3 = dpbusd512(a3, w, permb512(vor(vand(srl_i16(v1, 4), low4), group_base), t))
+                    h = set1_f32_512(half[n, b])
+                    y0, y1, y2, y3 = _epilogue4(
+                        y0, y1, y2, y3,
+                        mul_f32(cvt_i32_f32(a0), h), mul_f32(cvt_i32_f32(a1), h),
+                        mul_f32(cvt_i32_f32(a2), h), mul_f32(cvt_i32_f32(a3), h),
+                        sc, off, (tile * n_wg + wg[b]) * 64, xsum[n, b])
+                o = n * m_pad + tile * 64
+                store512(out, o, y0); store512(out, o + 16, y1)
+                store512(out, o + 32, y2); store512(out, o + 48, y3)
+
+
+@njit(cache=True, parallel=True)
+def lut_f32_avx512(data, tables, g0, g1, half, xsum, wg, sc, off, out, tiles_per_task):
+    """float32 LUT GEMV/GEMM with vpermps: one group's 16 float entries fill one zmm and each
+    int32 lane of a packed register, shifted by 8*(g%4) (+4 for the high nibbles), indexes it.
+    Per plane, per 16 rows, the sum runs over g in increasing order (contract order)."""
+    n_tiles, n_units, bits = data.shape[0], data.shape[1], data.shape[2]
+    n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], g0.shape[0]
+    n_wg, m_pad = sc.shape[1], out.shape[1]
+    n_tasks = -(-n_tiles // tiles_per_task)
+    for task in prange(n_tasks):
+        for tile in range(task * tiles_per_task, min(n_tiles, (task + 1) * tiles_per_task)):
+            for n in range(n_tok):
+                y0 = zero512(); y1 = zero512(); y2 = zero512(); y3 = zero512()
+                for b in range(n_blocks):
+                    l0 = zero512(); l1 = zero512(); l2 = zero512(); l3 = zero512()
+                    for i in range(bits):
+                        f0 = zero512(); f1 = zero512(); f2 = zero512(); f3 = zero512()
+                        for g in range(g0[b], g1[b]):
+                            t = load512(tables, (n * n_groups + g) * 16)
+                            at = ((tile * n_units + (g >> 2)) * bits + i) * 128
+                            sh = 8 * (g & 3)
+                            v0 = load512(data, at)
+                            v1 = load512(data, at + 64)
+                            f0 = add_f32(f0, permps512(srl_i32(v0, sh), t))
+                            f1 = add_f32(f1, permps512(srl_i32(v0, sh + 4), t))
+                            f2 = add_f32(f2, permps512(srl_i32(v1, sh), t))
+                            f3 = add_f32(f3, permps512(srl_i32(v1, sh + 4), t))
+                        c = set1_f32_512(0.5 * (1 << i))
+                        l0 = add_f32(l0, mul_f32(f0, c)); l1 = add_f32(l1, mul_f32(f1, c))
+                        l2 = add_f32(l2, mul_f32(f2, c)); l3 = add_f32(l3, mul_f32(f3, c))
+                    y0, y1, y2, y3 = _epilogue4(y0, y1, y2, y3, l0, l1, l2, l3,
+                                                sc, off, (tile * n_wg + wg[b]) * 64, xsum[n, b])
+                o = n * m_pad + tile * 64
+                store512(out, o, y0); store512(out, o + 16, y1)
+                store512(out, o + 32, y2); store512(out, o + 48, y3)
