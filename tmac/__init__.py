@@ -9,8 +9,10 @@ Importing tmac compiles nothing; kernels compile (or load from cache) on first u
 
 from tmac import reference
 from tmac.api import dequant_matmul, matmul, quantize
+from tmac.explain import explain
 from tmac.formats import QuantizedWeight
 
 __version__ = "0.1.0"
 
-__all__ = ["QuantizedWeight", "dequant_matmul", "matmul", "quantize", "reference", "__version__"]
+__all__ = ["QuantizedWeight", "dequant_matmul", "explain", "matmul", "quantize", "reference",
+           "__version__"]

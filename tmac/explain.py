@@ -1,0 +1,147 @@
+"""``tmac.explain``: every step of the table-lookup product for one output element.
+
+The numbers come from ``tmac.reference`` (the same functions ``matmul(backend="reference")``
+runs), gathered for one row so that a person can follow them: activation groups and their
+tables, each plane's weight bits and table index, the looked-up entries, the shift-accumulate,
+the scale and zero-point epilogue, and the final value beside the dense product.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tmac import validation
+from tmac.formats import QuantizedWeight
+from tmac.reference import lut_matmul as ref
+from tmac.reference import tables as ref_tables
+from tmac.reference.lut_matmul import LUT_MODES
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One output element y[row], step by step. Arrays are for groups g = 0 .. G-1 of 4
+    activations and planes i = 0 .. bits-1; ``block_*`` arrays have one entry per block."""
+
+    row: int
+    bits: int
+    lut: str
+    x_groups: np.ndarray        # (G, 4) float32 activations, K padded with zeros
+    tables: np.ndarray          # (G, 16) float32 (lut="float32") or int8 (lut="int8")
+    table_scales: np.ndarray    # (n_act_groups,) float32; ones for float32 tables
+    codes: np.ndarray           # (G, 4) uint8 weight codes of this row
+    indices: np.ndarray         # (bits, G) uint8: index of each group's table, per plane
+    looked_up: np.ndarray       # (bits, G): tables[g, indices[i, g]]
+    block_lut: np.ndarray       # (nblocks,) float32: shift-accumulated lookups, scaled
+    block_xsum: np.ndarray      # (nblocks,) float32
+    block_offset: np.ndarray    # (nblocks,) float32: (2^b - 1)/2 - zero
+    block_scale: np.ndarray     # (nblocks,) float32: weight scale
+    block_value: np.ndarray     # (nblocks,) float32: scale * (lut + offset * xsum)
+    value: float                # y[row], bitwise equal to tmac.matmul(..., backend="reference")
+    dense: float                # float64 dot product of the dequantized row with x
+
+    def _tables_view(self, max_groups):
+        from rich.table import Table
+
+        t = Table(title="1. activation groups of 4 and their 16-entry tables "
+                        f"({'int8' if self.lut == 'int8' else 'float32'})")
+        t.add_column("group")
+        t.add_column("x0 x1 x2 x3")
+        t.add_column("T[0] .. T[15]  (T[j] = sum of +-x, + where bit t of j is set)")
+        for g in range(min(max_groups, len(self.x_groups))):
+            t.add_row(str(g), " ".join(f"{v:.3g}" for v in self.x_groups[g]),
+                      " ".join(f"{v:.3g}" for v in self.tables[g]))
+        return t
+
+    def _lookups_view(self, max_groups):
+        from rich.table import Table
+
+        t = Table(title="2. weight bits -> table index -> looked-up entry, per plane")
+        t.add_column("group")
+        t.add_column("codes")
+        for i in range(self.bits):
+            t.add_column(f"plane {i} bits (x0..x3)")
+            t.add_column(f"index / entry (weight 2^{i - 1:g})" if i else "index / entry (weight 1/2)")
+        for g in range(min(max_groups, len(self.codes))):
+            cells = [str(g), " ".join(str(c) for c in self.codes[g])]
+            for i in range(self.bits):
+                bits = "".join(str(c >> i & 1) for c in self.codes[g])
+                cells += [bits, f"{self.indices[i, g]:2d} -> {self.looked_up[i, g]:.4g}"]
+            t.add_row(*cells)
+        return t
+
+    def _blocks_view(self):
+        from rich.table import Table
+
+        t = Table(title="3. per block: shift-accumulate, then scale * (lut + offset * sum x)")
+        for column in ("block", "lut", "sum x", "offset", "scale", "block value", "running y"):
+            t.add_column(column, justify="right")
+        running = np.float32(0)
+        for b in range(len(self.block_lut)):
+            running = running + self.block_value[b]
+            t.add_row(str(b), f"{self.block_lut[b]:.6g}", f"{self.block_xsum[b]:.6g}",
+                      f"{self.block_offset[b]:g}", f"{self.block_scale[b]:.6g}",
+                      f"{self.block_value[b]:.6g}", f"{running:.6g}")
+        return t
+
+    def summary(self):
+        """The closing line: the value, the dense product and their difference."""
+        return (f"y[{self.row}] = {self.value:.8g}   dense dequantized product = {self.dense:.8g}"
+                f"   difference = {self.value - self.dense:.3g}")
+
+    def __rich__(self, max_groups=4):
+        from rich.console import Group
+        from rich.text import Text
+
+        shown = min(max_groups, len(self.x_groups))
+        note = Text(f"(showing {shown} of {len(self.x_groups)} groups)", style="dim")
+        return Group(self._tables_view(max_groups), self._lookups_view(max_groups), note,
+                     self._blocks_view(), Text(self.summary(), style="bold"))
+
+    def _repr_html_(self):
+        from rich.console import Console
+
+        console = Console(record=True, width=140, file=open("/dev/null", "w"))
+        console.print(self)
+        return console.export_html(inline_styles=True)
+
+
+def explain(qw, x, row=0, *, lut="int8", act_group_size=None):
+    """Explain y[row] of ``tmac.matmul(qw, x)`` for one activation vector x (K,).
+
+    Returns an Explanation (rich renderable in a terminal, HTML in Jupyter).
+    """
+    if not isinstance(qw, QuantizedWeight):
+        raise TypeError(f"qw must be a QuantizedWeight (from tmac.quantize), got {type(qw).__name__}")
+    x = validation.float_array("x", x, ndims=(1,))
+    m, k = qw.shape
+    if x.shape[0] != k:
+        raise ValueError(f"x must have K={k} elements to match qw, got shape {x.shape}")
+    row = validation.integer("row", row)
+    if not 0 <= row < m:
+        raise ValueError(f"row must be in [0, {m}), got {row}")
+    lut = validation.choice("lut", lut, LUT_MODES)
+    act = validation.resolve_act_group_size(act_group_size, qw.group_size, k)
+
+    codes, scales, zeros = qw.codes[row:row + 1], qw.scales[row:row + 1], qw.zeros[row:row + 1]
+    blocks = ref.make_blocks(k, qw.group_size, act)
+    xp = ref.pad_columns(x[None, :], blocks.k_padded)
+    indices = ref.table_indices(codes, qw.bits, blocks.k_padded)            # (bits, 1, G)
+    float_tables = ref_tables.build_tables_mirrored(xp)                       # (1, G, 16)
+    if lut == "int8":
+        shown_tables, table_scales = ref_tables.quantize_tables(float_tables, xp, act)
+        block_lut = ref.lut_from_int8(ref.integer_sums(ref.plane_sums(shown_tables, indices, blocks)),
+                                      table_scales, blocks)[0, 0]
+    else:
+        shown_tables, table_scales = float_tables, np.ones((1, 1), np.float32)
+        block_lut = ref.lut_from_float(float_tables[0], indices, blocks)[0]
+    xsum = ref.block_sums(xp, blocks)
+    value = ref.epilogue(block_lut[None, None, :], xsum, scales, zeros, qw.bits, blocks)[0, 0]
+    offset = (np.float32((2**qw.bits - 1) / 2) - zeros[0])[blocks.weight_group]
+    block_scale = scales[0][blocks.weight_group]
+    dense = float(qw.dequantize()[row].astype(np.float64) @ x.astype(np.float64))
+    return Explanation(
+        row=row, bits=qw.bits, lut=lut, x_groups=ref_tables.quads(xp)[0], tables=shown_tables[0],
+        table_scales=table_scales[0], codes=ref.pad_columns(codes, blocks.k_padded).reshape(-1, 4),
+        indices=indices[:, 0, :], looked_up=ref.lookup(shown_tables[0], indices[:, 0, :]),
+        block_lut=block_lut, block_xsum=xsum[0], block_offset=offset, block_scale=block_scale,
+        block_value=block_scale * (block_lut + offset * xsum[0]), value=float(value), dense=dense)
