@@ -17,6 +17,9 @@ from tmac.reference import tables as ref_tables
 from tmac.reference.lut_matmul import LUT_MODES
 
 
+PLANE_WEIGHTS = ("1/2", "1", "2", "4")
+
+
 @dataclass(frozen=True)
 class Explanation:
     """One output element y[row], step by step. Arrays are for groups g = 0 .. G-1 of 4
@@ -40,13 +43,14 @@ class Explanation:
     dense: float                # float64 dot product of the dequantized row with x
 
     def _tables_view(self, max_groups):
+        from rich.markup import escape
         from rich.table import Table
 
         t = Table(title="1. activation groups of 4 and their 16-entry tables "
                         f"({'int8' if self.lut == 'int8' else 'float32'})")
         t.add_column("group")
         t.add_column("x0 x1 x2 x3")
-        t.add_column("T[0] .. T[15]  (T[j] = sum of +-x, + where bit t of j is set)")
+        t.add_column(escape("T[0] .. T[15]   (T[j] = sum of +-x_t, + where bit t of j is set)"))
         for g in range(min(max_groups, len(self.x_groups))):
             t.add_row(str(g), " ".join(f"{v:.3g}" for v in self.x_groups[g]),
                       " ".join(f"{v:.3g}" for v in self.tables[g]))
@@ -60,7 +64,7 @@ class Explanation:
         t.add_column("codes")
         for i in range(self.bits):
             t.add_column(f"plane {i} bits (x0..x3)")
-            t.add_column(f"index / entry (weight 2^{i - 1:g})" if i else "index / entry (weight 1/2)")
+            t.add_column(f"index -> entry (x {PLANE_WEIGHTS[i]})")
         for g in range(min(max_groups, len(self.codes))):
             cells = [str(g), " ".join(str(c) for c in self.codes[g])]
             for i in range(self.bits):
