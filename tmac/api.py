@@ -1,6 +1,6 @@
 """The public API: ``quantize`` and ``matmul``. Validation first, then one dispatch point."""
 
-from tmac import validation
+from tmac import layout, validation
 from tmac.formats import QuantizedWeight
 from tmac.reference import quantize as _ref_quantize
 from tmac.reference.lut_matmul import LUT_MODES
@@ -32,7 +32,8 @@ def quantize(w, bits=4, group_size=128, scheme="asym"):
             raise ValueError(f"bits must be 1, 2, 3 or 4, got {bits}")
         group_size = validation.resolve_group_size(group_size, k)
     codes, scales, zeros = _ref_quantize.quantize(w, bits, group_size, scheme)
-    return QuantizedWeight(codes, scales, zeros, bits, group_size, scheme)
+    packed = layout.pack(codes, bits, scales, zeros)
+    return QuantizedWeight(codes, scales, zeros, bits, group_size, scheme, packed)
 
 
 def matmul(qw, x, *, backend=BACKENDS_AUTO, lut="int8", act_group_size=None, threads=None):
@@ -40,8 +41,9 @@ def matmul(qw, x, *, backend=BACKENDS_AUTO, lut="int8", act_group_size=None, thr
 
     qw              a QuantizedWeight of shape (M, K).
     x               (K,) or (N, K) float array, finite. Returns (M,) or (N, M) float32.
-    backend         "auto" (the fastest available), "reference" (the numpy spec), or a kernel
-                    backend listed by ``tmac.registry.OPS["lut_matmul"].backends``.
+    backend         "auto" (the kernels on the best ISA path of this CPU, or $TMAC_ISA),
+                    "reference" (the numpy spec), or an ISA path listed by
+                    ``tmac.registry.OPS["lut_matmul"].backends`` ("avx512", "avx2", "portable").
     lut             "int8" (quantized tables, T-MAC's default) or "float32" (exact tables).
     act_group_size  activations sharing one int8 table scale: a multiple of 4 nesting with
                     the weight group, "row", or None (= the weight group size).
@@ -86,9 +88,9 @@ def _threads(threads):
 
 
 def _implementation(op_name, backend):
-    """The one dispatch point: "auto" takes the first kernel backend, else the reference."""
+    """The one dispatch point: "auto" runs the kernels on the best path for this CPU
+    (or $TMAC_ISA), "reference" the numpy spec, an ISA name that path's kernels."""
     op = OPS[op_name]
-    if backend == BACKENDS_AUTO:
-        backend = next(iter(op.kernels), "reference")
-    validation.choice("backend", backend, (BACKENDS_AUTO, *op.backends))
+    if backend != BACKENDS_AUTO:
+        validation.choice("backend", backend, op.backends)
     return op.implementation(backend)

@@ -8,11 +8,14 @@ Every implementation of an op takes the same arguments, already validated by ``t
     lut_matmul(qw, x, act_group_size, lut, threads) -> (N, M) float32
     dequant_matmul(qw, x, threads)                  -> (N, M) float32
 
-with ``qw`` a QuantizedWeight and ``x`` an (N, K) C-contiguous float32 array. Kernel modules
-are imported on first use, so ``import tmac`` compiles and imports no Numba code.
+with ``qw`` a QuantizedWeight and ``x`` an (N, K) C-contiguous float32 array.
+
+Backends: "reference" (the numpy spec) and one kernel backend per ISA path of ``tmac.dispatch``
+("avx512", "avx2", "portable"), listed only where this CPU has it. Kernel modules load on first
+use, so ``import tmac`` compiles and imports no Numba code.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from tmac.reference import dequant_matmul as _ref_dequant
@@ -27,35 +30,64 @@ def _reference_dequant_matmul(qw, x, threads=None):
     return _ref_dequant.dequant_matmul(qw.codes, qw.scales, qw.zeros, x)
 
 
+def _kernel_lut_matmul(isa):
+    """The LUT kernels on path ``isa`` (None: the best path for this CPU, or $TMAC_ISA)."""
+    def run(qw, x, act_group_size, lut, threads=None):
+        from tmac import kernels
+
+        return kernels.lut_matmul(qw.packed, qw.scales, qw.zeros, qw.bits, x, act_group_size,
+                                  lut, isa=isa, threads=threads)
+    return run
+
+
+def _kernel_dequant_matmul(isa):
+    def run(qw, x, threads=None):
+        from tmac import kernels
+
+        return kernels.dequant_matmul(qw.codes, qw.scales, qw.zeros, qw.bits, x, isa=isa,
+                                      threads=threads)
+    return run
+
+
 @dataclass(frozen=True)
 class Op:
-    """An operation: its reference (the spec) and its kernels by backend name."""
+    """An operation: its reference (the spec) and a kernel factory per ISA path.
+
+    ``dispatch_ops`` names the ops of ``tmac.dispatch.OP_PATHS`` whose paths this op runs on.
+    """
 
     name: str
     reference: Callable
-    kernels: dict = field(default_factory=dict)
+    kernel: Callable            # isa (str or None) -> implementation
+    dispatch_ops: tuple
     summary: str = ""
 
     @property
+    def kernel_backends(self):
+        """ISA paths this CPU can run for this op, best first (imports llvmlite, compiles nothing)."""
+        from tmac import dispatch
+
+        have = dispatch.available()
+        paths = {p for op in self.dispatch_ops for p in dispatch.OP_PATHS[op]}
+        return tuple(isa for isa in dispatch.ISAS if isa in have and isa in paths)
+
+    @property
     def backends(self):
-        """"reference" first, then every kernel backend."""
-        return ("reference", *self.kernels)
+        """"reference" first, then every kernel backend this CPU has."""
+        return ("reference", *self.kernel_backends)
 
     def implementation(self, backend):
-        """The callable for ``backend`` ("reference" or a kernel name)."""
+        """The callable for "reference", "auto" (best kernel path) or an ISA path name."""
         if backend == "reference":
             return self.reference
-        return self.kernels[backend]
+        return self.kernel(None if backend == "auto" else backend)
 
 
 OPS = {
-    "lut_matmul": Op("lut_matmul", _reference_lut_matmul,
-                     summary="y = x @ W.T by table lookup (T-MAC): tables, lookup, shift-accumulate"),
-    "dequant_matmul": Op("dequant_matmul", _reference_dequant_matmul,
-                         summary="y = x @ W.T after dequantizing W to float32 (the baseline)"),
+    "lut_matmul": Op("lut_matmul", _reference_lut_matmul, _kernel_lut_matmul,
+                     ("lut_int8", "lut_float32"),
+                     "y = x @ W.T by table lookup (T-MAC): tables, lookup, shift-accumulate"),
+    "dequant_matmul": Op("dequant_matmul", _reference_dequant_matmul, _kernel_dequant_matmul,
+                         ("dequant",),
+                         "y = x @ W.T after dequantizing W to float32 (the baseline)"),
 }
-
-
-def register_kernel(op_name, backend, function):
-    """Add a kernel backend to an op (used by tmac.kernels when it is available)."""
-    OPS[op_name].kernels[backend] = function
