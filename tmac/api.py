@@ -1,6 +1,6 @@
 """The public API: ``quantize`` and ``matmul``. Validation first, then one dispatch point."""
 
-from tmac import layout, validation
+from tmac import validation
 from tmac.formats import QuantizedWeight
 from tmac.reference import quantize as _ref_quantize
 from tmac.reference.lut_matmul import LUT_MODES
@@ -32,8 +32,7 @@ def quantize(w, bits=4, group_size=128, scheme="asym"):
             raise ValueError(f"bits must be 1, 2, 3 or 4, got {bits}")
         group_size = validation.resolve_group_size(group_size, k)
     codes, scales, zeros = _ref_quantize.quantize(w, bits, group_size, scheme)
-    packed = layout.pack(codes, bits, scales, zeros)
-    return QuantizedWeight(codes, scales, zeros, bits, group_size, scheme, packed)
+    return QuantizedWeight(codes, scales, zeros, bits, group_size, scheme)
 
 
 def matmul(qw, x, *, backend=BACKENDS_AUTO, lut="int8", act_group_size=None, threads=None):

@@ -39,8 +39,14 @@ class QuantizedWeight:
     packed: Any = field(default=None)
 
     def __post_init__(self):
+        _check_fields(self.codes, self.scales, self.zeros, self.bits, self.group_size)
         for name in ("codes", "scales", "zeros"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
+        if self.packed is None:
+            from tmac import layout
+
+            object.__setattr__(self, "packed", layout.pack(self.codes, self.bits, self.scales,
+                                                           self.zeros))
 
     @property
     def shape(self):
@@ -100,6 +106,33 @@ class QuantizedWeight:
         rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>"
                        for k, v in self._summary())
         return f"<table><caption>QuantizedWeight</caption>{rows}</table>"
+
+
+def _check_fields(codes, scales, zeros, bits, group_size):
+    """Refuse a QuantizedWeight whose parts do not fit together (it would feed a kernel garbage)."""
+    for name, a, dtype in (("codes", codes, np.uint8), ("scales", scales, np.float32),
+                           ("zeros", zeros, np.float32)):
+        if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != 2:
+            raise TypeError(f"{name} must be a 2-D {np.dtype(dtype).name} numpy array, got "
+                            f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 4:
+        raise ValueError(f"bits must be an int in 1..4, got {bits!r}")
+    m, k = codes.shape
+    if codes.size == 0:
+        raise ValueError(f"codes must not be empty, got shape {codes.shape}")
+    if codes.max() >= 1 << bits:
+        raise ValueError(f"codes must be < 2^bits = {1 << bits}, found {codes.max()}")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0 \
+            or k % group_size:
+        raise ValueError(f"group_size must be a positive int dividing K={k}, got {group_size!r}")
+    if group_size != k and group_size % 4:
+        raise ValueError(f"group_size must be a multiple of 4 or the whole row, got {group_size}")
+    expected = (m, k // group_size)
+    for name, a in (("scales", scales), ("zeros", zeros)):
+        if a.shape != expected:
+            raise ValueError(f"{name} must have shape {expected} (M, K // group_size), got {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} must be finite")
 
 
 def _human_bytes(n):
