@@ -1,0 +1,178 @@
+"""Read a llama-architecture GGUF file: configuration, float32 tensors, tokenizer metadata.
+
+Tensors of type F32, F16, Q8_0, Q4_0 and Q4_1 are dequantized to float32 with the ``gguf``
+package's own block decoders (llama.cpp's ``gguf-py``); any other type, or another architecture,
+raises ``UnsupportedModelError`` naming it. Requantizing to a tmac format is ``tmac.model.formats``.
+
+Orientation: a GGUF matrix with ggml shape [K, M] is read as a numpy (M, K) array, so a linear
+layer is ``y = x @ W.T`` exactly as ``tmac.matmul`` computes it. llama.cpp's converter permutes
+the rows of Q and K so that RoPE rotates *adjacent* pairs (x[2i], x[2i+1]); our RoPE does the same.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SUPPORTED_ARCHITECTURES = ("llama",)
+SUPPORTED_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
+
+# per-layer tensors: our name -> GGUF name (without the "blk.{i}." prefix)
+LAYER_TENSORS = {
+    "attn_norm": "attn_norm.weight", "wq": "attn_q.weight", "wk": "attn_k.weight",
+    "wv": "attn_v.weight", "wo": "attn_output.weight", "ffn_norm": "ffn_norm.weight",
+    "w_gate": "ffn_gate.weight", "w_up": "ffn_up.weight", "w_down": "ffn_down.weight",
+}
+
+
+class UnsupportedModelError(ValueError):
+    """The GGUF file uses an architecture or tensor type tmac does not run."""
+
+
+def _require_gguf():
+    try:
+        import gguf
+    except ImportError:
+        raise ImportError('reading GGUF files needs the "model" extra: pip install "tmac[model]"') from None
+    return gguf
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """Hyperparameters from the GGUF metadata (``llama.*`` keys)."""
+
+    n_layers: int
+    dim: int
+    ffn_dim: int
+    n_heads: int
+    n_kv_heads: int
+    vocab_size: int
+    context_length: int
+    rope_base: float
+    rope_dim: int
+    norm_eps: float
+    name: str = "llama"
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+    @property
+    def group(self) -> int:
+        """Query heads per KV head (grouped-query attention)."""
+        return self.n_heads // self.n_kv_heads
+
+
+@dataclass
+class LlamaWeights:
+    """Float32 weights: ``embed`` (vocab, dim), ``output`` (vocab, dim, tied if the file has
+    none), ``output_norm`` (dim,), and ``layers``: one dict per layer keyed as LAYER_TENSORS."""
+
+    config: LlamaConfig
+    embed: np.ndarray
+    output: np.ndarray
+    output_norm: np.ndarray
+    layers: list
+    tied: bool
+    source_types: dict = field(default_factory=dict)   # GGUF name -> type name
+
+
+@dataclass
+class GGUFModel:
+    path: str
+    config: LlamaConfig
+    weights: LlamaWeights
+    metadata: dict          # every scalar/string/array field, tokenizer arrays included
+
+
+def read_metadata(reader) -> dict:
+    """GGUF key-value fields as Python values (strings, numbers, lists)."""
+    out = {}
+    for key, f in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        try:
+            out[key] = f.contents()
+        except Exception:                               # pragma: no cover - exotic field types
+            continue
+    return out
+
+
+def config_from_metadata(meta: dict) -> LlamaConfig:
+    arch = meta.get("general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise UnsupportedModelError(f"unsupported architecture {arch!r}: tmac runs "
+                                    f"{', '.join(SUPPORTED_ARCHITECTURES)}")
+
+    def get(key, default=None):
+        value = meta.get(f"{arch}.{key}", default)
+        if value is None:
+            raise UnsupportedModelError(f"GGUF metadata lacks {arch}.{key}")
+        return value
+
+    dim, n_heads = int(get("embedding_length")), int(get("attention.head_count"))
+    tokens = meta.get("tokenizer.ggml.tokens")
+    vocab = int(meta.get(f"{arch}.vocab_size", len(tokens) if tokens is not None else 0))
+    return LlamaConfig(
+        n_layers=int(get("block_count")), dim=dim, ffn_dim=int(get("feed_forward_length")),
+        n_heads=n_heads, n_kv_heads=int(get("attention.head_count_kv", n_heads)),
+        vocab_size=vocab, context_length=int(get("context_length", 2048)),
+        rope_base=float(get("rope.freq_base", 10000.0)),
+        rope_dim=int(get("rope.dimension_count", dim // n_heads)),
+        norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+        name=str(meta.get("general.name", arch)))
+
+
+def dequantize_tensor(tensor) -> np.ndarray:
+    """A ReaderTensor -> float32 array in numpy orientation (rows = ggml's last dimension)."""
+    gguf = _require_gguf()
+    kind = tensor.tensor_type.name
+    if kind not in SUPPORTED_TYPES:
+        raise UnsupportedModelError(f"tensor {tensor.name} has unsupported type {kind}; "
+                                    f"tmac reads {', '.join(SUPPORTED_TYPES)}")
+    shape = tuple(int(d) for d in reversed(tensor.shape))       # ggml [K, M] -> numpy (M, K)
+    if kind == "F32":
+        data = np.asarray(tensor.data, dtype=np.float32)
+    elif kind == "F16":
+        data = np.asarray(tensor.data, dtype=np.float16).astype(np.float32)
+    else:
+        data = gguf.quants.dequantize(np.asarray(tensor.data), tensor.tensor_type).astype(np.float32)
+    return np.ascontiguousarray(data.reshape(shape))
+
+
+def load(path) -> GGUFModel:
+    """Read ``path``: metadata, config, and every weight dequantized to float32."""
+    gguf = _require_gguf()
+    reader = gguf.GGUFReader(str(path))
+    meta = read_metadata(reader)
+    config = config_from_metadata(meta)
+    tensors = {t.name: t for t in reader.tensors}
+    types = {name: t.tensor_type.name for name, t in tensors.items()}
+    bad = sorted(f"{name} ({kind})" for name, kind in types.items() if kind not in SUPPORTED_TYPES)
+    if bad:
+        raise UnsupportedModelError(f"unsupported tensor types (tmac reads {', '.join(SUPPORTED_TYPES)}): "
+                                    + ", ".join(bad[:8]) + (" ..." if len(bad) > 8 else ""))
+
+    def take(name, shape):
+        if name not in tensors:
+            raise UnsupportedModelError(f"GGUF file lacks tensor {name}")
+        array = dequantize_tensor(tensors[name])
+        if array.shape != shape:
+            raise UnsupportedModelError(f"tensor {name} has shape {array.shape}, expected {shape}")
+        return array
+
+    c = config
+    shapes = {"attn_norm": (c.dim,), "wq": (c.dim, c.dim), "wk": (c.kv_dim, c.dim),
+              "wv": (c.kv_dim, c.dim), "wo": (c.dim, c.dim), "ffn_norm": (c.dim,),
+              "w_gate": (c.ffn_dim, c.dim), "w_up": (c.ffn_dim, c.dim), "w_down": (c.dim, c.ffn_dim)}
+    layers = [{key: take(f"blk.{i}.{gname}", shapes[key]) for key, gname in LAYER_TENSORS.items()}
+              for i in range(c.n_layers)]
+    embed = take("token_embd.weight", (c.vocab_size, c.dim))
+    tied = "output.weight" not in tensors
+    output = embed if tied else take("output.weight", (c.vocab_size, c.dim))
+    weights = LlamaWeights(c, embed, output, take("output_norm.weight", (c.dim,)), layers, tied, types)
+    return GGUFModel(str(path), config, weights, meta)
