@@ -11,10 +11,13 @@ Read the modules in this order:
 3. ``tables``         -- the 16-entry tables of +-1 partial sums, mirrored and int8-quantized
 4. ``lut_matmul``     -- lookup, shift-accumulate and the float epilogue (GEMV and GEMM)
 5. ``dequant_matmul`` -- the dequantize-then-multiply baseline everyone knows
+6. ``m0e4``           -- Transformer-Lite's FP4 (1 + q/16 by two bit operations, then a*v + b);
+                         affine in q, so it also runs through the LUT path
+7. ``e2m1``           -- OCP FP4 E2M1 (MXFP4/NVFP4 elements) with a per-group scale
 
 After installation this package is ``tmac.reference``.
 """
 
-from . import bitplanes, dequant_matmul, lut_matmul, quantize, tables
+from . import bitplanes, dequant_matmul, e2m1, lut_matmul, m0e4, quantize, tables
 
-__all__ = ["bitplanes", "dequant_matmul", "lut_matmul", "quantize", "tables"]
+__all__ = ["bitplanes", "dequant_matmul", "e2m1", "lut_matmul", "m0e4", "quantize", "tables"]
