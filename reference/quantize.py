@@ -60,9 +60,10 @@ def _asym_params(lo, hi, bits):
 
 
 def _group_squared_error(g, codes, scale, zero):
-    """sum over each group of (dequantized - w)^2, float32 (M, n_groups)."""
+    """sum over each group of (dequantized - w)^2, (M, n_groups); float64 so that weights as
+    large as 1e30 do not overflow the comparison."""
     restored = (codes.reshape(g.shape).astype(np.float32) - zero[..., None]) * scale[..., None]
-    return ((restored - g) ** 2).sum(axis=-1, dtype=np.float32)
+    return ((restored.astype(np.float64) - g) ** 2).sum(axis=-1)
 
 
 def quantize_asym(w, bits, group_size):

@@ -7,6 +7,7 @@ from tmac.reference.lut_matmul import LUT_MODES
 from tmac.registry import OPS
 
 BACKENDS_AUTO = "auto"
+QUANTIZE_BYTES_PER_WEIGHT = 32     # working set of the reference quantizers' range search
 
 
 def quantize(w, bits=4, group_size=128, scheme="asym"):
@@ -24,6 +25,7 @@ def quantize(w, bits=4, group_size=128, scheme="asym"):
     w = validation.float_array("w", w, ndims=(2,))
     scheme = validation.choice("scheme", scheme, _ref_quantize.SCHEMES)
     m, k = w.shape
+    validation.check_memory("w", w.size * QUANTIZE_BYTES_PER_WEIGHT)
     if scheme == "ternary":
         bits, group_size = 2, k
     else:
@@ -51,6 +53,7 @@ def matmul(qw, x, *, backend=BACKENDS_AUTO, lut="int8", act_group_size=None, thr
     if not isinstance(qw, QuantizedWeight):
         raise TypeError(f"qw must be a QuantizedWeight (from tmac.quantize), got {type(qw).__name__}")
     x2d, squeeze = _activations(x, qw.shape[1])
+    validation.check_memory("x", x2d.shape[0] * qw.shape[0] * 4, "output")
     lut = validation.choice("lut", lut, LUT_MODES)
     act = validation.resolve_act_group_size(act_group_size, qw.group_size, qw.shape[1])
     threads = _threads(threads)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import tmac
+from tmac import validation
 from tmac.metrics import nmse
 from tmac.timing import median_seconds
 
@@ -30,6 +31,9 @@ class DemoRow:
 
 def demo_rows(m=4096, k=4096, group_size=128, backend="auto", repeats=5, seed=0):
     """Numpy's float32 GEMV time and one DemoRow per format, on Gaussian weights and activations."""
+    for name, value in (("m", m), ("k", k), ("repeats", repeats)):
+        if validation.integer(name, value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((m, k), dtype=np.float32)
     x = rng.standard_normal(k, dtype=np.float32)

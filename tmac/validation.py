@@ -1,8 +1,29 @@
 """Argument checks shared by the public API. Each error names the argument and what was expected."""
 
 import numbers
+import os
 
 import numpy as np
+
+
+def available_memory():
+    """Bytes of memory this process can still expect to get (Linux MemAvailable, else physical)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(name, nbytes, what="working memory"):
+    """Fail early, before allocating, when ``nbytes`` cannot fit in the memory left."""
+    available = available_memory()
+    if nbytes > available:
+        raise ValueError(f"{name} is too large: it needs {nbytes / 2**30:.1f} GiB of {what}, "
+                         f"and {available / 2**30:.1f} GiB are available")
 
 
 def float_array(name, value, ndims):
@@ -21,6 +42,7 @@ def float_array(name, value, ndims):
         raise ValueError(f"{name} must be {expected}, got shape {array.shape}")
     if array.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {array.shape}")
+    check_memory(name, array.size * 4, "float32 storage")
     with np.errstate(over="ignore"):
         converted = np.ascontiguousarray(array, dtype=np.float32)
     if not np.isfinite(converted).all():
