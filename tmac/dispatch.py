@@ -17,6 +17,7 @@ AMX is never used (on some virtual machines it is listed but faults).
 """
 from __future__ import annotations
 
+import functools
 import os
 
 ISAS = ("avx512", "avx2", "portable")
@@ -35,8 +36,20 @@ OP_PATHS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _cpu_features(cpu_name, cpu_features_env):
+    """Cached: llvmlite queries the CPU on every call."""
+    return _query_features()
+
+
 def cpu_features() -> dict:
     """{"cpu": name, "features": set of enabled LLVM feature names} that Numba compiles for."""
+    from numba.core import config
+
+    return _cpu_features(config.CPU_NAME, config.CPU_FEATURES)
+
+
+def _query_features() -> dict:
     from llvmlite import binding as ll
     from numba.core import config
 
@@ -49,7 +62,7 @@ def cpu_features() -> dict:
             flags = ll.get_host_cpu_features().flatten()
     else:
         flags = config.CPU_FEATURES or ll.get_host_cpu_features().flatten()
-    enabled = {f[1:] for f in flags.split(",") if f.startswith("+")}
+    enabled = frozenset(f[1:] for f in flags.split(",") if f.startswith("+"))
     return {"cpu": name, "features": enabled}
 
 
@@ -73,11 +86,24 @@ def choose(op: str, isa: str | None = None, features: set | None = None) -> str:
     ``op`` is "lut_int8", "lut_float32" or "dequant". Requesting a path the CPU lacks raises
     RuntimeError (compiling it would abort the process).
     """
-    have = available(features)
+    from numba.core import config
+
     req = requested_isa(isa)
+    if features is None:
+        return _choose_cached(op, req, config.CPU_NAME, config.CPU_FEATURES)
+    return _choose(op, req, frozenset(features))
+
+
+@functools.lru_cache(maxsize=None)
+def _choose_cached(op, req, cpu_name, cpu_features_env):
+    return _choose(op, req, cpu_features()["features"])
+
+
+def _choose(op, req, features):
+    have = available(features)
     if req is not None and req not in have:
-        raise RuntimeError(f"ISA path {req!r} requested but this CPU (as Numba compiles for it) "
-                           f"lacks {[f for f in REQUIRED[req] if f not in (features or cpu_features()['features'])]}")
+        missing = [f for f in REQUIRED[req] if f not in features]
+        raise RuntimeError(f"ISA path {req!r} requested but the CPU Numba compiles for lacks {missing}")
     allowed = ISAS[ISAS.index(req):] if req else ISAS
     for path in OP_PATHS[op]:
         if path in have and path in allowed:

@@ -13,11 +13,13 @@ Every result equals tmac.reference bit for bit, for any ISA path and thread coun
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 
 import numpy as np
 
 from tmac import dispatch
+from tmac.layout import PackedCodes, pack, unpack
 
 # (op, isa) -> (module, function)
 _KERNELS = {
@@ -31,6 +33,7 @@ _KERNELS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def kernel_for(op: str, isa: str):
     """The compiled-on-demand kernel function of ``op`` on path ``isa`` (already chosen)."""
     module, name = _KERNELS[(op, isa)]
@@ -39,24 +42,33 @@ def kernel_for(op: str, isa: str):
 
 @contextlib.contextmanager
 def num_threads(threads: int | None):
-    """Run the block with Numba's thread count set to ``threads`` (None: leave as is)."""
+    """Run the block with Numba's thread count set to ``threads`` (None: leave as is).
+
+    Yields the thread count in effect. Costs nothing when no change is needed.
+    """
     import numba
 
     before = numba.get_num_threads()
-    if threads is not None:
-        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    want = before if threads is None else max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    if want == before:
+        yield before
+        return
+    numba.set_num_threads(want)
     try:
-        yield numba.get_num_threads()
+        yield want
     finally:
         numba.set_num_threads(before)
 
 
 def _packed(packed_or_codes, bits):
-    from tmac.layout import PackedCodes, pack
-
     if isinstance(packed_or_codes, PackedCodes):
         return packed_or_codes
     return pack(np.asarray(packed_or_codes, np.uint8), bits)
+
+
+@functools.lru_cache(maxsize=None)
+def _lut_module():
+    return importlib.import_module("tmac.kernels.lut")
 
 
 def lut_matmul(packed, scales, zeros, bits, x, act_group_size, lut="int8", isa=None, threads=None,
@@ -73,8 +85,7 @@ def lut_matmul(packed, scales, zeros, bits, x, act_group_size, lut="int8", isa=N
     threads         Numba threads (None: current setting); rows split over threads, never K
     Returns (N, M) float32.
     """
-    from tmac.kernels.lut import run_lut
-
+    run_lut = _lut_module().run_lut
     packed = _packed(packed, bits)
     if packed.bits != bits:
         raise ValueError(f"packed weight has {packed.bits} bits, not {bits}")
@@ -91,7 +102,6 @@ def dequant_matmul(packed_or_codes, scales, zeros, bits, x, isa=None, threads=No
     Returns (N, M) float32.
     """
     from tmac.kernels.dequant import run_dequant
-    from tmac.layout import PackedCodes, unpack
 
     codes = unpack(packed_or_codes) if isinstance(packed_or_codes, PackedCodes) else packed_or_codes
     dispatch.choose("dequant", isa)

@@ -10,6 +10,7 @@ Steps (all exact per docs/numerics.md):
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,8 +38,11 @@ class Plan:
     aligned: bool          # every block starts on a unit and ends on a unit or at Kp
 
 
+@functools.lru_cache(maxsize=256)
 def plan(k: int, n_weight_groups: int, act_group_size: int) -> Plan:
-    """Blocks as in docs/numerics.md: W_eff = W if W < K else Kp, B = min(A, W_eff)."""
+    """Blocks as in docs/numerics.md: W_eff = W if W < K else Kp, B = min(A, W_eff).
+
+    Cached per shape; the returned arrays are read-only."""
     kp = -(-k // 4) * 4
     kpp = max(1, -(-kp // UNIT_K)) * UNIT_K
     group_size = k // n_weight_groups
@@ -50,9 +54,11 @@ def plan(k: int, n_weight_groups: int, act_group_size: int) -> Plan:
     starts = np.arange(0, kp, width, dtype=np.int64)
     stops = np.minimum(starts + width, kp)
     aligned = bool(np.all(starts % UNIT_K == 0) and np.all((stops % UNIT_K == 0) | (stops == kp)))
-    return Plan(kp, kpp, int(act_group_size), (kp - 4) // int(act_group_size) + 1,
-                starts, stops, starts // w_eff, starts // a_eff, starts // 4, stops // 4,
-                starts // UNIT_K, -(-stops // UNIT_K), aligned)
+    arrays = [starts, stops, starts // w_eff, starts // a_eff, starts // 4, stops // 4,
+              starts // UNIT_K, -(-stops // UNIT_K)]
+    for a in arrays:
+        a.setflags(write=False)
+    return Plan(kp, kpp, int(act_group_size), (kp - 4) // int(act_group_size) + 1, *arrays, aligned)
 
 
 def pad_activations(x, k_units: int) -> np.ndarray:
@@ -126,23 +132,20 @@ def run_lut(packed: PackedCodes, scales, zeros, x, act_group_size: int, lut: str
 
     x = np.ascontiguousarray(x, np.float32)
     p = plan(packed.k, scales.shape[1], act_group_size)
-    xp = pad_activations(x, p.k_units)
     sc, off = transposed_scales(packed, scales, zeros, packed.bits)
-    xsum = block_sums(xp, p)
     n_tiles = packed.data.shape[0]
     tpt = tiles_per_task or default_tiles_per_task(n_tiles, threads)
     out = np.empty((x.shape[0], packed.m_padded), np.float32)
     kernel = kernel_for("lut_" + lut, isa)
     if lut == "int8":
-        qt, tscale = int8_tables(xp, p)
-        half = tscale[:, p.act_group] * np.float32(0.5)
+        qt, half, xsum = _tables.prepare_int8(x, p.k_units, p.act_group_size, p.n_act_groups,
+                                               p.starts, p.stops, p.act_group)
         if isa == "portable":
             kernel(packed.data, qt, p.g0, p.g1, half, xsum, p.weight_group, sc, off, out, tpt)
         else:
             slots, s0 = unit_slots(qt, p)
             kernel(packed.data, slots, p.u0, p.u1, s0, half, xsum, p.weight_group, sc, off, out, tpt)
     else:
-        t = float_tables(xp)
-        half = np.zeros((x.shape[0], len(p.starts)), np.float32)
-        kernel(packed.data, t, p.g0, p.g1, half, xsum, p.weight_group, sc, off, out, tpt)
+        t, xsum = _tables.prepare_f32(x, p.k_units, p.starts, p.stops)
+        kernel(packed.data, t, p.g0, p.g1, xsum, xsum, p.weight_group, sc, off, out, tpt)
     return out[:, :packed.m] if x.shape[0] == 1 else np.ascontiguousarray(out[:, :packed.m])

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from numba import njit, prange
 
-from tmac.kernels.simd import (add_f32, cvt_i32_f32, dpbusd512, load512, mul_f32, permb512,
+from tmac.kernels.simd import (add_f32, add_i32, cvt_i32_f32, dpbusd512, load512, mul_f32, permb512,
                                permps512, set1_f32_512, set1_i8_512, set1_i32_512, srl_i16,
                                srl_i32, store512, vand, vor, zero512)
 
@@ -38,13 +38,34 @@ def _epilogue4(y0, y1, y2, y3, l0, l1, l2, l3, sc, off, base, xs):
     return y0, y1, y2, y3
 
 
+@njit(cache=True, inline="always")
+def _unit_int8(a0, a1, a2, a3, data, at, bits, t, low4, group_base):
+    """Add one unit (16 columns, all planes, 64 rows) to the 4 row accumulators.
+
+    data[at + 128*i + 64*s ...] is plane i, half s; t holds the unit's 4 int8 tables."""
+    for i in range(bits):
+        w = set1_i8_512(1 << i)
+        v0 = load512(data, at + i * 128)
+        v1 = load512(data, at + i * 128 + 64)
+        a0 = dpbusd512(a0, w, permb512(vor(vand(v0, low4), group_base), t))
+        a1 = dpbusd512(a1, w, permb512(vor(vand(srl_i16(v0, 4), low4), group_base), t))
+        a2 = dpbusd512(a2, w, permb512(vor(vand(v1, low4), group_base), t))
+        a3 = dpbusd512(a3, w, permb512(vor(vand(srl_i16(v1, 4), low4), group_base), t))
+    return a0, a1, a2, a3
+
+
 @njit(cache=True, parallel=True)
 def lut_int8_avx512(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tiles_per_task):
-    """int8 LUT GEMV/GEMM. tables (N, G', 16) int8 (see module docstring for u0, u1, s0)."""
+    """int8 LUT GEMV/GEMM. tables (N, G', 16) int8 (see module docstring for u0, u1, s0).
+
+    Units alternate between two sets of accumulators (a*, b*) so that 8 independent
+    vpdpbusd chains hide its 5-cycle latency; the sets are added (exact int32) per block.
+    """
     n_tiles, n_units, bits = data.shape[0], data.shape[1], data.shape[2]
     n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], u0.shape[0]
     n_wg, m_pad = sc.shape[1], out.shape[1]
     n_tasks = -(-n_tiles // tiles_per_task)
+    unit_bytes = bits * 128
     for task in prange(n_tasks):
         low4 = set1_i8_512(15)
         group_base = set1_i32_512(0x30201000)          # byte k of each lane -> 16 * k
@@ -53,22 +74,25 @@ def lut_int8_avx512(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile
                 y0 = zero512(); y1 = zero512(); y2 = zero512(); y3 = zero512()
                 for b in range(n_blocks):
                     a0 = zero512(); a1 = zero512(); a2 = zero512(); a3 = zero512()
-                    for u in range(u0[b], u1[b]):
-                        t = load512(tables, (n * n_groups + s0[b] + 4 * (u - u0[b])) * 16)
-                        at = ((tile * n_units + u) * bits) * 128
-                        for i in range(bits):
-                            w = set1_i8_512(1 << i)
-                            v0 = load512(data, at + i * 128)
-                            v1 = load512(data, at + i * 128 + 64)
-                            a0 = dpbusd512(a0, w, permb512(vor(vand(v0, low4), group_base), t))
-                            a1 = dpbusd512(a1, w, permb512(vor(vand(srl_i16(v0, 4), low4), group_base), t))
-                            a2 = dpbusd512(a2, w, permb512(vor(vand(v1, low4), group_base), t))
-                            a3 = dpbusd512(a3, w, permb512(vor(vand(srl_i16(v1, 4), low4), group_base), t))
+                    b0 = zero512(); b1 = zero512(); b2 = zero512(); b3 = zero512()
+                    tab = (n * n_groups + s0[b]) * 16
+                    at = (tile * n_units + u0[b]) * unit_bytes
+                    n_u = u1[b] - u0[b]
+                    for _ in range(n_u >> 1):
+                        a0, a1, a2, a3 = _unit_int8(a0, a1, a2, a3, data, at, bits,
+                                                    load512(tables, tab), low4, group_base)
+                        b0, b1, b2, b3 = _unit_int8(b0, b1, b2, b3, data, at + unit_bytes, bits,
+                                                    load512(tables, tab + 64), low4, group_base)
+                        tab += 128
+                        at += 2 * unit_bytes
+                    if n_u & 1:
+                        a0, a1, a2, a3 = _unit_int8(a0, a1, a2, a3, data, at, bits,
+                                                    load512(tables, tab), low4, group_base)
                     h = set1_f32_512(half[n, b])
                     y0, y1, y2, y3 = _epilogue4(
                         y0, y1, y2, y3,
-                        mul_f32(cvt_i32_f32(a0), h), mul_f32(cvt_i32_f32(a1), h),
-                        mul_f32(cvt_i32_f32(a2), h), mul_f32(cvt_i32_f32(a3), h),
+                        mul_f32(cvt_i32_f32(add_i32(a0, b0)), h), mul_f32(cvt_i32_f32(add_i32(a1, b1)), h),
+                        mul_f32(cvt_i32_f32(add_i32(a2, b2)), h), mul_f32(cvt_i32_f32(add_i32(a3, b3)), h),
                         sc, off, (tile * n_wg + wg[b]) * 64, xsum[n, b])
                 o = n * m_pad + tile * 64
                 store512(out, o, y0); store512(out, o + 16, y1)

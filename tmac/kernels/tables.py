@@ -122,3 +122,67 @@ def block_sums(xp, starts, stops, out):
             for b in range(n_blocks):
                 if starts[b] + j < stops[b]:
                     out[n, b] = out[n, b] + xp[n, starts[b] + j]
+
+
+# ----------------------------------------------------------------------------- fused, vector
+#
+# One Numba call per matmul does everything before the lookup: padding, table scales, tables,
+# block sums. The tables of 4 groups come from one vector-IR primitive (tmac.kernels.simd,
+# generic LLVM IR, safe on any CPU); results are identical to the scalar functions above.
+
+from tmac.kernels.simd import load512, set1_f32_512, store_tables4_f32, store_tables4_int8  # noqa: E402
+
+
+@njit(cache=True)
+def pad(x, k_units):
+    """x (N, K) float32 -> (N, k_units) float32 with zero columns appended."""
+    n, k = x.shape
+    xp = np.zeros((n, k_units), np.float32)
+    xp[:, :k] = x
+    return xp
+
+
+@njit(cache=True)
+def prepare_int8(x, k_units, act_group_size, n_act, starts, stops, act_of_block):
+    """x (N, K) float32 -> (tables (N, k_units/4, 16) int8, half (N, nblocks) float32,
+    xsum (N, nblocks) float32) with half = table scale of the block's act group * 0.5."""
+    xp = pad(x, k_units)
+    n = xp.shape[0]
+    scales = np.empty((n, n_act), np.float32)
+    table_scales(xp, act_group_size, scales)
+    qt = np.empty((n, k_units // 4, 16), np.int8)
+    inv = np.zeros(n_act + 1, np.float32)          # inv[n_act] = 0: groups past the last one
+    lanes = np.zeros(16, np.float32)
+    for r in range(n):
+        for a in range(n_act):
+            inv[a] = np.float32(1.0) / scales[r, a] if scales[r, a] > 0 else np.float32(0.0)
+        for u in range(k_units // 16):
+            a = min(16 * u // act_group_size, n_act)
+            if act_group_size % 16 == 0:     # the unit's 4 groups share one act group
+                iv = set1_f32_512(inv[a])
+            else:
+                for q in range(4):
+                    lanes[4 * q] = inv[min((16 * u + 4 * q) // act_group_size, n_act)]
+                iv = load512(lanes, 0)
+            store_tables4_int8(qt, (r * (k_units // 4) + 4 * u) * 16, load512(xp, r * k_units + 16 * u), iv)
+    xsum = np.empty((n, starts.shape[0]), np.float32)
+    block_sums(xp, starts, stops, xsum)
+    half = np.empty_like(xsum)
+    for r in range(n):
+        for b in range(starts.shape[0]):
+            half[r, b] = scales[r, act_of_block[b]] * np.float32(0.5)
+    return qt, half, xsum
+
+
+@njit(cache=True)
+def prepare_f32(x, k_units, starts, stops):
+    """x (N, K) float32 -> (tables (N, k_units/4, 16) float32, xsum (N, nblocks) float32)."""
+    xp = pad(x, k_units)
+    n = xp.shape[0]
+    t = np.empty((n, k_units // 4, 16), np.float32)
+    for r in range(n):
+        for u in range(k_units // 16):
+            store_tables4_f32(t, (r * (k_units // 4) + 4 * u) * 16, load512(xp, r * k_units + 16 * u))
+    xsum = np.empty((n, starts.shape[0]), np.float32)
+    block_sums(xp, starts, stops, xsum)
+    return t, xsum

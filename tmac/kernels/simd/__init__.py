@@ -320,3 +320,140 @@ maddwd256 = _make_x86(
 permps256 = _make_x86(
     "llvm.x86.avx2.permps", v256, (_F32, _I32), _F32,
     "permps256(idx, table): float32 lane i = table[idx[i] & 7] (AVX2 vpermps).", order=(1, 0))
+
+
+# ----------------------------------------------------------------------------- table build
+#
+# Generic LLVM vector IR (no x86 intrinsic): LLVM lowers it for whatever CPU it compiles for,
+# so these are safe on every path. They build the tables of 4 consecutive groups at once.
+
+_ODD = list(range(1, 16, 2))
+
+
+def _group_tables_odd(builder, xs):
+    """xs <16 x float> (groups q = 0..3, x_t at lane 4q + t) -> <32 x float> odd entries,
+    lane 8q + h = T_q[2h + 1] = (((x0 + s1 x1) + s2 x2) + s3 x3) in contract order."""
+    f32x32 = ir.VectorType(_F32, 32)
+    i32x32 = ir.VectorType(_I32, 32)
+    undef = ir.Constant(ir.VectorType(_F32, 16), ir.Undefined)
+    bcast = [builder.shuffle_vector(xs, undef, ir.Constant(ir.VectorType(_I32, 32),
+                                    [4 * q + t for q in range(4) for _ in range(8)]))
+             for t in range(4)]
+    total = bcast[0]                                          # sigma_0 = +1 for odd j
+    for t in (1, 2, 3):
+        sign = [0 if (j >> t) & 1 else 0x80000000 for _ in range(4) for j in _ODD]
+        flipped = builder.bitcast(builder.xor(builder.bitcast(bcast[t], i32x32),
+                                              ir.Constant(i32x32, sign)), f32x32)
+        total = builder.fadd(total, flipped)
+    return total
+
+
+def _mirror_mask():
+    """Shuffle mask taking (odd <32>, negated <32>) to 4 full tables: lane 16q + j."""
+    mask = []
+    for q in range(4):
+        for j in range(16):
+            h = (j if j & 1 else 15 - j) // 2
+            mask.append(8 * q + h + (0 if j & 1 else 32))
+    return ir.Constant(ir.VectorType(_I32, 64), mask)
+
+
+@intrinsic
+def store_tables4_f32(typingctx, out, idx, xs):
+    """store_tables4_f32(out, i, xs): float32 tables of 4 groups (xs = their 16 activations,
+    a v512) into out.flat[i:i+64]; mirror build, negative zeros turned into +0.0."""
+    if not isinstance(out, types.Array) or xs != v512:
+        return None
+
+    def codegen(context, builder, sig, args):
+        x = _as(builder, args[2], v512, _F32)
+        odd = _group_tables_odd(builder, x)
+        zero = ir.Constant(odd.type, [0.0] * 32)
+        pos = builder.fadd(odd, zero)
+        neg = builder.fadd(builder.fneg(odd), zero)
+        full = builder.shuffle_vector(pos, neg, _mirror_mask())
+        ptr = _vec_pointer(context, builder, sig.args[0], args[0], args[1], full.type)
+        builder.store(full, ptr, align=1)
+        return context.get_dummy_value()
+
+    return types.none(out, idx, xs), codegen
+
+
+@intrinsic
+def store_tables4_int8(typingctx, out, idx, xs, inv):
+    """store_tables4_int8(out, i, xs, inv): int8 tables of 4 groups into out.flat[i:i+64].
+
+    xs: v512 of the 4 groups' activations; inv: v512 of float32 inverse scales, lane 4q used
+    for group q. Each odd entry is clip(rint(T * inv), -127, 127) (clipping first in float,
+    which is the same for finite values and also right for inf), the rest its negation."""
+    if not isinstance(out, types.Array) or xs != v512 or inv != v512:
+        return None
+
+    def codegen(context, builder, sig, args):
+        x = _as(builder, args[2], v512, _F32)
+        iv = _as(builder, args[3], v512, _F32)
+        odd = _group_tables_odd(builder, x)
+        undef = ir.Constant(iv.type, ir.Undefined)
+        inv32 = builder.shuffle_vector(iv, undef, ir.Constant(ir.VectorType(_I32, 32),
+                                       [4 * q for q in range(4) for _ in range(8)]))
+        v = builder.fmul(odd, inv32)
+        lo = ir.Constant(v.type, [-127.0] * 32)
+        hi = ir.Constant(v.type, [127.0] * 32)
+        v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
+        v = builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
+        fnty = ir.FunctionType(v.type, [v.type])
+        v = builder.call(builder.module.declare_intrinsic("llvm.rint.v32f32", fnty=fnty), [v])
+        q = builder.trunc(builder.fptosi(v, ir.VectorType(_I32, 32)), ir.VectorType(_I8, 32))
+        neg = builder.sub(ir.Constant(q.type, [0] * 32), q)
+        full = builder.shuffle_vector(q, neg, _mirror_mask())
+        ptr = _vec_pointer(context, builder, sig.args[0], args[0], args[1], full.type)
+        builder.store(full, ptr, align=1)
+        return context.get_dummy_value()
+
+    return types.none(out, idx, xs, inv), codegen
+
+
+__all__ += ["store_tables4_f32", "store_tables4_int8"]
+
+
+# ----------------------------------------------------------------------------- AVX2 helpers
+
+@intrinsic
+def bcast128_256(typingctx, arr, idx):
+    """bcast128_256(arr, i) -> v256: the 16 bytes at arr.flat[i:] (i in elements) in both
+    128-bit lanes (vbroadcasti128), e.g. one 16-entry int8 table for pshufb256."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        t16 = ir.VectorType(_I8, 16)
+        ptr = _vec_pointer(context, builder, sig.args[0], args[0], args[1], t16)
+        v = builder.load(ptr, align=1, typ=t16)
+        both = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, 32), list(range(16)) * 2))
+        return _back(builder, both, v256)
+
+    return v256(arr, idx), codegen
+
+
+@intrinsic
+def lut16_f32_256(typingctx, idx, tlo, thi):
+    """lut16_f32_256(idx, tlo, thi): float32 lane i = (tlo ++ thi)[idx[i] & 15] (AVX2: two
+    vpermps and a blend on bit 3 of the index)."""
+    if idx != v256 or tlo != v256 or thi != v256:
+        return None
+
+    def codegen(context, builder, sig, args):
+        i = _as(builder, args[0], v256, _I32)
+        f8, i8t = _lanes(v256, _F32), _lanes(v256, _I32)
+        fnty = ir.FunctionType(f8, [f8, i8t])
+        perm = builder.module.declare_intrinsic("llvm.x86.avx2.permps", fnty=fnty)
+        a = builder.call(perm, [_as(builder, args[1], v256, _F32), i])
+        b = builder.call(perm, [_as(builder, args[2], v256, _F32), i])
+        bit3 = builder.and_(i, ir.Constant(i8t, [8] * 8))
+        high = builder.icmp_unsigned("!=", bit3, ir.Constant(i8t, [0] * 8))
+        return _back(builder, builder.select(high, b, a), v256)
+
+    return v256(idx, tlo, thi), codegen
+
+
+__all__ += ["bcast128_256", "lut16_f32_256"]

@@ -1,0 +1,124 @@
+"""Smoke tests of every SIMD primitive against numpy, on the paths this CPU has.
+
+Intrinsic IR depends on the LLVM version; these catch a changed signature or semantics early.
+Each ISA's primitives are exercised from one jitted function to keep compile time low.
+"""
+import numpy as np
+import pytest
+from numba import njit
+
+from tmac import dispatch
+from tmac.kernels import simd as s
+
+HAVE = dispatch.available()
+rng = np.random.default_rng(0)
+
+
+@njit(cache=True)
+def _generic(b, f, i32, outb, outf, outi, outt, outq):
+    vb = s.load512(b, 0)
+    s.store512(outb, 0, s.vand(vb, s.load512(b, 64)))
+    s.store512(outb, 64, s.vor(vb, s.load512(b, 64)))
+    s.store512(outb, 128, s.vxor(vb, s.load512(b, 64)))
+    s.store512(outb, 192, s.sub_i8(vb, s.load512(b, 64)))
+    s.store512(outb, 256, s.srl_i16(vb, 4))
+    s.store512(outb, 320, s.set1_i8_512(-3))
+    s.store256(outb, 384, s.load256(b, 0))
+    vf = s.load512(f, 0)
+    s.store512(outf, 0, s.add_f32(vf, s.load512(f, 16)))
+    s.store512(outf, 16, s.mul_f32(vf, s.load512(f, 16)))
+    s.store512(outf, 32, s.cvt_i32_f32(s.load512(i32, 0)))
+    s.store512(outf, 48, s.set1_f32_512(np.float32(1.5)))
+    vi = s.load512(i32, 0)
+    s.store512(outi, 0, s.add_i32(vi, s.load512(i32, 16)))
+    s.store512(outi, 16, s.srl_i32(vi, 3))
+    s.store512(outi, 32, s.sll_i32(vi, 3))
+    s.store512(outi, 48, s.set1_i32_512(7))
+    s.store512(outi, 64, s.zero512())
+    s.store_tables4_f32(outt, 0, vf)
+    s.store_tables4_int8(outq, 0, vf, s.set1_f32_512(np.float32(20.0)))
+
+
+def test_generic_primitives():
+    b = rng.integers(0, 256, 128).astype(np.uint8)
+    f = rng.standard_normal(32).astype(np.float32)
+    i32 = rng.integers(-2**20, 2**20, 32).astype(np.int32)
+    outb, outf = np.zeros(448, np.uint8), np.zeros(64, np.float32)
+    outi, outt, outq = np.zeros(80, np.int32), np.zeros(64, np.float32), np.zeros(64, np.int8)
+    _generic(b, f, i32, outb, outf, outi, outt, outq)
+    x, y = b[:64], b[64:]
+    assert np.array_equal(outb[:64], x & y) and np.array_equal(outb[64:128], x | y)
+    assert np.array_equal(outb[128:192], x ^ y) and np.array_equal(outb[192:256], x - y)
+    assert np.array_equal(outb[256:320], (x.view(np.uint16) >> 4).view(np.uint8))
+    assert np.array_equal(outb[320:384].view(np.int8), np.full(64, -3, np.int8))
+    assert np.array_equal(outb[384:416], x[:32])
+    assert np.array_equal(outf[:16], f[:16] + f[16:]) and np.array_equal(outf[16:32], f[:16] * f[16:])
+    assert np.array_equal(outf[32:48], i32[:16].astype(np.float32))
+    assert np.all(outf[48:] == 1.5)
+    assert np.array_equal(outi[:16], i32[:16] + i32[16:])
+    assert np.array_equal(outi[16:32], (i32[:16].view(np.uint32) >> 3).view(np.int32))
+    assert np.array_equal(outi[32:48], i32[:16] << 3) and np.all(outi[48:64] == 7)
+    assert not outi[64:].any()
+    from tmac.reference import tables as rt
+    want = rt.build_tables_mirrored(f[None, :16])[0].reshape(-1)
+    assert np.array_equal(outt.view(np.int32), want.view(np.int32))
+    want_q = np.clip(np.rint(rt.build_tables_mirrored(f[None, :16])[0] * np.float32(20)), -127, 127)
+    assert np.array_equal(outq, want_q.astype(np.int8).reshape(-1))
+
+
+@njit(cache=True)
+def _avx512(idx, tab, acc, u8, s8, fidx, ftab, out8, out32, outf):
+    s.store512(out8, 0, s.permb512(s.load512(idx, 0), s.load512(tab, 0)))
+    s.store512(out8, 64, s.pshufb512(s.load512(tab, 0), s.load512(idx, 0)))
+    s.store512(out32, 0, s.dpbusd512(s.load512(acc, 0), s.load512(u8, 0), s.load512(s8, 0)))
+    s.store512(outf, 0, s.permps512(s.load512(fidx, 0), s.load512(ftab, 0)))
+
+
+@pytest.mark.skipif("avx512" not in HAVE, reason="CPU lacks AVX-512 VBMI/VNNI")
+def test_avx512_primitives():
+    idx = rng.integers(0, 256, 64).astype(np.uint8)
+    tab = rng.integers(-128, 128, 64).astype(np.int8)
+    acc = rng.integers(-1000, 1000, 16).astype(np.int32)
+    u8 = rng.integers(0, 256, 64).astype(np.uint8)
+    s8 = rng.integers(-128, 128, 64).astype(np.int8)
+    fidx = rng.integers(0, 2**31, 16).astype(np.int32)
+    ftab = rng.standard_normal(16).astype(np.float32)
+    out8, out32, outf = np.zeros(128, np.int8), np.zeros(16, np.int32), np.zeros(16, np.float32)
+    _avx512(idx, tab, acc, u8, s8, fidx, ftab, out8, out32, outf)
+    assert np.array_equal(out8[:64], tab[idx & 63])
+    lane = np.arange(64) // 16 * 16
+    assert np.array_equal(out8[64:], np.where(idx >= 128, 0, tab[lane + (idx & 15)]))
+    assert np.array_equal(out32, acc + (u8.astype(np.int32) * s8).reshape(16, 4).sum(1))
+    assert np.array_equal(outf, ftab[fidx & 15])
+
+
+@njit(cache=True)
+def _avx2(idx, tab, u8, s8, i16, fidx, ftab, out8, out16, out32, outf):
+    s.store256(out8, 0, s.pshufb256(s.load256(tab, 0), s.load256(idx, 0)))
+    s.store256(out16, 0, s.maddubs256(s.load256(u8, 0), s.load256(s8, 0)))
+    s.store256(out32, 0, s.maddwd256(s.load256(i16, 0), s.load256(i16, 16)))
+    s.store256(outf, 0, s.permps256(s.load256(fidx, 0), s.load256(ftab, 0)))
+    s.store256(outf, 8, s.add_f32(s.load256(ftab, 0), s.set1_f32_256(np.float32(1.0))))
+    s.store256(out32, 8, s.add_i32(s.set1_i32_256(5), s.zero256()))
+    s.store256(out8, 32, s.set1_i8_256(9))
+
+
+@pytest.mark.skipif("avx2" not in HAVE, reason="CPU lacks AVX2")
+def test_avx2_primitives():
+    idx = rng.integers(0, 256, 32).astype(np.uint8)
+    tab = rng.integers(-128, 128, 32).astype(np.int8)
+    u8 = rng.integers(0, 256, 32).astype(np.uint8)
+    s8 = rng.integers(-128, 128, 32).astype(np.int8)
+    i16 = rng.integers(-2**15, 2**15, 32).astype(np.int16)
+    fidx = rng.integers(0, 2**31, 8).astype(np.int32)
+    ftab = rng.standard_normal(8).astype(np.float32)
+    out8, out16 = np.zeros(64, np.int8), np.zeros(16, np.int16)
+    out32, outf = np.zeros(16, np.int32), np.zeros(16, np.float32)
+    _avx2(idx, tab, u8, s8, i16, fidx, ftab, out8, out16, out32, outf)
+    lane = np.arange(32) // 16 * 16
+    assert np.array_equal(out8[:32], np.where(idx >= 128, 0, tab[lane + (idx & 15)]))
+    pairs = (u8.astype(np.int32) * s8).reshape(16, 2).sum(1)
+    assert np.array_equal(out16, np.clip(pairs, -2**15, 2**15 - 1))
+    assert np.array_equal(out32[:8], (i16[:16].astype(np.int32) * i16[16:]).reshape(8, 2).sum(1))
+    assert np.array_equal(outf[:8], ftab[fidx & 7]) and np.array_equal(outf[8:], ftab + np.float32(1))
+    assert np.all(out32[8:] == 5) and np.all(out8[32:] == 9)
