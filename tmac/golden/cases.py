@@ -1,0 +1,240 @@
+"""The golden cases: their parameters, their inputs, and every stage computed by ``reference/``.
+
+A case is a dict of parameters (``CASES``). ``stages(params, w, x)`` runs the reference on the
+inputs and returns every tensor of the case, in pipeline order, under the names of ``TENSORS``.
+Export calls it on generated inputs; verify calls it again on the inputs read back from the file,
+so a golden file is checked against the reference of the tmac that reads it.
+
+Adding a case is one line in ``CASES``. Adding a quantization scheme is one entry in
+``SCHEMES`` (a function returning the quantizer stages and the uniform (codes, scales, zeros,
+bits) that the lookup path consumes); everything after quantization is shared.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tmac.reference import bitplanes, dequant_matmul, lut_matmul, quantize, tables
+
+# ---- the cases -------------------------------------------------------------------------------
+# name, scheme, bits, M, K, N, group_size, act_group_size, lut, x_pattern
+# group_size / act_group_size are resolved integers (K for a whole-row weight group,
+# Kp = ceil(K/4)*4 for one activation group per row). Shapes are deliberately not multiples of
+# the kernel tiles (64 rows, 16 columns) and include K not a multiple of 4 (K = 38: padded).
+_ROWS = [
+    # bits 1-4, asym and sym, small shape, int8 tables, one token
+    ("b1_asym_m5k36_g12_a12_int8_n1", "asym", 1, 5, 36, 1, 12, 12, "int8", "normal"),
+    ("b2_asym_m5k36_g12_a12_int8_n1", "asym", 2, 5, 36, 1, 12, 12, "int8", "normal"),
+    ("b3_asym_m5k36_g12_a12_int8_n1", "asym", 3, 5, 36, 1, 12, 12, "int8", "normal"),
+    ("b4_asym_m5k36_g12_a12_int8_n1", "asym", 4, 5, 36, 1, 12, 12, "int8", "normal"),
+    ("b1_sym_m5k36_g12_a12_int8_n1", "sym", 1, 5, 36, 1, 12, 12, "int8", "normal"),
+    ("b2_sym_m5k36_g12_a12_int8_n1", "sym", 2, 5, 36, 1, 12, 12, "int8", "normal"),
+    ("b3_sym_m5k36_g12_a12_int8_n1", "sym", 3, 5, 36, 1, 12, 12, "int8", "normal"),
+    ("b4_sym_m5k36_g12_a12_int8_n1", "sym", 4, 5, 36, 1, 12, 12, "int8", "normal"),
+    # float32 tables, several tokens, whole-row weight group with smaller activation groups
+    ("b1_asym_m5k36_grow_a8_f32_n2", "asym", 1, 5, 36, 2, 36, 8, "float32", "normal"),
+    ("b2_sym_m5k36_g4_a36_f32_n2", "sym", 2, 5, 36, 2, 4, 36, "float32", "normal"),
+    ("b3_asym_m5k36_g36_a36_f32_n2", "asym", 3, 5, 36, 2, 36, 36, "float32", "normal"),
+    ("b4_asym_m5k36_g12_a12_f32_n2", "asym", 4, 5, 36, 2, 12, 12, "float32", "normal"),
+    # K not a multiple of 4 (padded to 40), whole-row group, activation groups of 8 and the row
+    ("b2_asym_m5k38_grow_a8_int8_n2", "asym", 2, 5, 38, 2, 38, 8, "int8", "normal"),
+    ("b3_sym_m5k38_grow_arow_f32_n1", "sym", 3, 5, 38, 1, 38, 40, "float32", "normal"),
+    # more rows than one 64-row tile, K = 100 (not a multiple of 16)
+    ("b4_asym_m70k100_g20_a20_int8_n3", "asym", 4, 70, 100, 3, 20, 20, "int8", "normal"),
+    ("b3_asym_m70k100_g20_a40_int8_n1", "asym", 3, 70, 100, 1, 20, 40, "int8", "normal"),
+    ("b2_sym_m70k100_grow_a32_int8_n2", "sym", 2, 70, 100, 2, 100, 32, "int8", "normal"),
+    ("b1_asym_m70k100_g20_a20_f32_n2", "asym", 1, 70, 100, 2, 20, 20, "float32", "normal"),
+    # ternary (BitNet b1.58): 2-bit codes {1, 2, 3}, one scale per tensor
+    ("ternary_m70k100_a20_int8_n1", "ternary", 2, 70, 100, 1, 100, 20, "int8", "normal"),
+    ("ternary_m5k36_arow_f32_n3", "ternary", 2, 5, 36, 3, 36, 36, "float32", "normal"),
+    # an all-zero activation group: table scale 0, inverse 0, zero int8 entries
+    ("b2_asym_m5k36_g12_a12_int8_n2_zero_group", "asym", 2, 5, 36, 2, 12, 12, "int8", "zero_group"),
+    # activations on a grid of 0.5 with every table scale exactly 1: exact cancellations,
+    # half-integer table entries (round half to even) and an entry of exactly 127
+    ("b4_sym_m5k36_g12_a12_int8_n2_ties", "sym", 4, 5, 36, 2, 12, 12, "int8", "ties"),
+    ("b3_asym_m5k38_grow_a8_int8_n1_ties", "asym", 3, 5, 38, 1, 38, 8, "int8", "ties"),
+]
+_KEYS = ("name", "scheme", "bits", "m", "k", "n", "group_size", "act_group_size", "lut", "x_pattern")
+CASES = [dict(zip(_KEYS, row)) for row in _ROWS]
+X_PATTERNS = ("normal", "zero_group", "ties")
+
+
+# ---- deterministic inputs (independent of numpy's random generators) ---------------------------
+
+def _splitmix64(seed: int, count: int) -> np.ndarray:
+    """``count`` uint64 from the SplitMix64 sequence of ``seed`` (wrapping uint64 arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + np.uint64(0x9E3779B97F4A7C15) * np.arange(1, count + 1, dtype=np.uint64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def uniform(seed: int, shape) -> np.ndarray:
+    """float32 in [-1, 1), multiples of 2^-23, from the top 24 bits of SplitMix64."""
+    count = int(np.prod(shape))
+    top = (_splitmix64(seed, count) >> np.uint64(40)).astype(np.int64) - (1 << 23)
+    return (top.astype(np.float32) * np.float32(2.0 ** -23)).reshape(shape)
+
+
+def bell(seed: int, shape) -> np.ndarray:
+    """A bell-shaped float32 sample: (u1 + u2) + u3 of three independent uniforms."""
+    u = [uniform(seed * 3 + i, shape) for i in range(3)]
+    return ((u[0] + u[1]) + u[2]).astype(np.float32)
+
+
+def case_seed(name: str) -> int:
+    """A seed from the case name (FNV-1a, 32 bits), so reordering cases changes no bytes."""
+    h = 0x811C9DC5
+    for byte in name.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def inputs(params) -> tuple[np.ndarray, np.ndarray]:
+    """(w (M, K), x (N, K)) float32 for a case: w bell-shaped, x by the case's x_pattern."""
+    seed, m, k, n = case_seed(params["name"]), params["m"], params["k"], params["n"]
+    w = (bell(seed, (m, k)) * np.float32(0.05)).astype(np.float32)
+    x = bell(seed + 1, (n, k))
+    if params["x_pattern"] == "zero_group":
+        x[:, :params["act_group_size"]] = 0           # the first activation group of every token
+    elif params["x_pattern"] == "ties":
+        # multiples of 0.5 in [-24, 24]; the first 4-group of every activation group is
+        # 31.75 x 4, so its absum 127 is the group's maximum and the table scale is exactly 1
+        x = (np.rint(x * np.float32(16)) / np.float32(2)).astype(np.float32)
+        x[:, 0:k:params["act_group_size"]] = np.float32(31.75)
+        for t in range(1, 4):
+            x[:, t:k:params["act_group_size"]] = np.float32(31.75)
+    elif params["x_pattern"] != "normal":
+        raise ValueError(f"unknown x_pattern {params['x_pattern']!r}")
+    return w, x
+
+
+# ---- tensors and stages ------------------------------------------------------------------------
+# name -> (stage, description). Order is pipeline order, and the order in every file.
+TENSORS = {
+    "input.w": ("input", "(M, K) float32 weights, the quantizer's input"),
+    "input.x": ("input", "(N, K) float32 activations, one row per token"),
+    "quantize.codes": ("quantize", "(M, K) uint8 codes in [0, 2^bits)"),
+    "quantize.scales": ("quantize", "(M, K // group_size) float32 scale per weight group"),
+    "quantize.zeros": ("quantize", "(M, K // group_size) float32 zero point per weight group"),
+    "dequantize.w": ("dequantize", "(M, K) float32 (code - zero) * scale"),
+    "blocks.start": ("blocks", "(nblocks,) int32 first padded-K column of each block"),
+    "blocks.stop": ("blocks", "(nblocks,) int32 end (exclusive) of each block"),
+    "blocks.weight_group": ("blocks", "(nblocks,) int32 weight group of each block"),
+    "blocks.act_group": ("blocks", "(nblocks,) int32 activation group of each block"),
+    "pad.x": ("pad", "(N, Kp) float32 activations with zero columns up to Kp"),
+    "bitplanes.planes": ("bitplanes", "(bits, M, Kp) uint8 0/1: bit i of the padded codes"),
+    "bitplanes.indices": ("bitplanes", "(bits, M, Kp/4) uint8 table index per plane, row, 4-group"),
+    "layout.packed": ("layout", "(ceil(M/64), ceil(Kp/16), bits, 2, 64) uint8 kernel layout"),
+    "tables.float": ("tables", "(N, Kp/4, 16) float32 mirrored tables"),
+    "tables.scales": ("tables", "(N, n_act_groups) float32 int8-table scale per activation group"),
+    "tables.inv_scales": ("tables", "(N, n_act_groups) float32 1/scale (0 where scale is 0)"),
+    "tables.int8": ("tables", "(N, Kp/4, 16) int8 quantized tables"),
+    "sums.plane_int": ("sums", "(N, bits, M, nblocks) int32 sum of int8 lookups per plane, block"),
+    "sums.combined": ("sums", "(N, M, nblocks) int32 shift-accumulated P = sum_i 2^i * S_i"),
+    "sums.plane_float": ("sums", "(N, bits, M, nblocks) float32 F_i: float lookups per plane"),
+    "lut.values": ("lut", "(N, M, nblocks) float32 lut term of each block"),
+    "epilogue.xsum": ("epilogue", "(N, nblocks) float32 activation sum of each block"),
+    "epilogue.offsets": ("epilogue", "(M, K // group_size) float32 (2^bits - 1)/2 - zero"),
+    "epilogue.block": ("epilogue", "(N, M, nblocks) float32 lut + offset * xsum"),
+    "output.lut_matmul": ("output", "(N, M) float32 y by table lookup (op lut_matmul)"),
+    "output.dequant_matmul": ("output", "(N, M) float32 y by dequantize-then-multiply "
+                                        "(op dequant_matmul)"),
+}
+INT8_ONLY = ("tables.scales", "tables.inv_scales", "tables.int8", "sums.plane_int", "sums.combined")
+FLOAT32_ONLY = ("sums.plane_float",)
+
+
+def _uniform_scheme(params, w):
+    """asym / sym / ternary: the quantizer's own arrays are the lookup path's inputs."""
+    codes, scales, zeros = quantize.quantize(w, params["bits"], params["group_size"],
+                                             params["scheme"])
+    stages = {"quantize.codes": codes, "quantize.scales": scales, "quantize.zeros": zeros}
+    return stages, (codes, scales, zeros, params["bits"])
+
+
+# scheme -> function(params, w) -> (quantizer stages, (codes, scales, zeros, bits) for the LUT path)
+SCHEMES = {"asym": _uniform_scheme, "sym": _uniform_scheme, "ternary": _uniform_scheme}
+
+
+def tensor_names(params) -> list[str]:
+    """The tensors a case holds, in file order."""
+    skip = FLOAT32_ONLY if params["lut"] == "int8" else INT8_ONLY
+    return [name for name in TENSORS if name not in skip]
+
+
+def stages(params, w, x, ops) -> dict:
+    """Every tensor of a case, computed by the reference from inputs w (M, K) and x (N, K).
+
+    ``ops`` maps an op name of ``tmac.registry.OPS`` to a function (params, qw_parts, x) -> y;
+    each becomes the tensor ``output.<op>``.
+    """
+    bits, act, lut = params["bits"], params["act_group_size"], params["lut"]
+    quant_stages, (codes, scales, zeros, bits) = SCHEMES[params["scheme"]](params, w)
+    m, k = codes.shape
+    blocks = lut_matmul.make_blocks(k, k // scales.shape[1], act)
+    kp = blocks.k_padded
+    xp = lut_matmul.pad_columns(x, kp)
+    planes = bitplanes.split(lut_matmul.pad_columns(codes, kp), bits)
+    indices = bitplanes.group_indices(planes)
+    from tmac import layout                      # the kernel layout's definition (pure numpy)
+
+    out = {"input.w": w, "input.x": x, **quant_stages,
+           "dequantize.w": quantize.dequantize(codes, scales, zeros),
+           "blocks.start": blocks.start, "blocks.stop": blocks.stop,
+           "blocks.weight_group": blocks.weight_group, "blocks.act_group": blocks.act_group,
+           "pad.x": xp, "bitplanes.planes": planes, "bitplanes.indices": indices,
+           "layout.packed": layout.pack(codes, bits).data}
+    table_set = tables.build_tables_mirrored(xp)
+    out["tables.float"] = table_set
+    if lut == "int8":
+        qtables, tscales = tables.quantize_tables(table_set, xp, act)
+        per_plane = lut_matmul.plane_sums(qtables, indices, blocks)
+        combined = lut_matmul.integer_sums(per_plane)
+        out.update({"tables.scales": tscales, "tables.inv_scales": tables.inverse_scales(tscales),
+                    "tables.int8": qtables, "sums.plane_int": per_plane, "sums.combined": combined})
+        lut_values = lut_matmul.lut_from_int8(combined, tscales, blocks)
+    else:
+        per_plane = np.stack([_float_plane_sums(t, indices, blocks) for t in table_set])
+        out["sums.plane_float"] = per_plane
+        lut_values = np.stack([lut_matmul.lut_from_float(t, indices, blocks) for t in table_set])
+        combined = np.zeros_like(lut_values)       # F_i combined as the contract says
+        for i in range(bits):
+            combined = combined + per_plane[:, i] * np.float32(2.0 ** (i - 1))
+        _same("lut.values from plane sums", combined, lut_values)
+    xsum = lut_matmul.block_sums(xp, blocks)
+    offsets = np.float32((2**bits - 1) / 2) - zeros
+    block = lut_values + offsets[None, :, blocks.weight_group] * xsum[:, None, :]
+    y = lut_matmul.epilogue(lut_values, xsum, scales, zeros, bits, blocks)
+    out.update({"lut.values": lut_values, "epilogue.xsum": xsum, "epilogue.offsets": offsets,
+                "epilogue.block": block})
+    for op_name, run in ops.items():
+        out[f"output.{op_name}"] = run(params, (codes, scales, zeros, bits), x)
+    _same("output.lut_matmul vs the staged epilogue", y, out["output.lut_matmul"])
+    result = {}
+    for name in tensor_names(params):
+        if name not in out:
+            raise KeyError(f"case {params['name']}: stage {name!r} was not computed")
+        array = np.asarray(out[name])
+        if array.dtype.kind in "iu" and array.dtype.itemsize > 4:     # index/sum arrays: int32
+            if array.size and (array.min() < -2**31 or array.max() >= 2**31):
+                raise OverflowError(f"case {params['name']}: {name} does not fit int32")
+            array = array.astype(np.int32)
+        result[name] = np.ascontiguousarray(array)
+    extra = set(out) - set(result) - set(INT8_ONLY) - set(FLOAT32_ONLY)
+    if extra:
+        raise KeyError(f"case {params['name']}: stages {sorted(extra)} have no entry in TENSORS")
+    return result
+
+
+def _float_plane_sums(table_set, indices, blocks):
+    """F_i per block: float32 lookups summed from 0.0 in increasing 4-group. -> (bits, M, nblocks)."""
+    looked_up = lut_matmul.lookup(table_set, indices)                 # (bits, M, G)
+    return np.stack([lut_matmul.sequential_sum(looked_up[:, :, lo:hi])
+                     for lo, hi in zip(blocks.start // 4, blocks.stop // 4)], axis=-1)
+
+
+def _same(what, a, b):
+    if a.shape != b.shape or not np.array_equal(np.asarray(a).view(np.uint8),
+                                                np.asarray(b).view(np.uint8)):
+        raise AssertionError(f"reference disagrees with itself: {what}")
