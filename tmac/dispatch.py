@@ -88,10 +88,11 @@ def choose(op: str, isa: str | None = None, features: set | None = None) -> str:
     """
     from numba.core import config
 
-    req = requested_isa(isa)
-    if features is None:
+    req = isa if isa is not None else os.environ.get("TMAC_ISA") or None
+    if features is None and (req is None or req in ISAS):
         return _choose_cached(op, req, config.CPU_NAME, config.CPU_FEATURES)
-    return _choose(op, req, frozenset(features))
+    req = requested_isa(isa)
+    return _choose(op, req, frozenset(cpu_features()["features"] if features is None else features))
 
 
 @functools.lru_cache(maxsize=None)

@@ -24,7 +24,9 @@ from numba import njit, prange
 
 from tmac.kernels.simd import (add_f32, add_i32, cvt_i32_f32, dpbusd512, load512, mul_f32, permb512,
                                permps512, set1_f32_512, set1_i8_512, set1_i32_512, srl_i16,
-                               srl_i32, store512, vand, vor, zero512)
+                               prefetch, srl_i32, store512, vand, vor, zero512)
+
+PREFETCH_BYTES = 2048   # software prefetch distance in the packed stream
 
 
 @njit(cache=True, inline="always")
@@ -45,6 +47,8 @@ def _unit_int8(a0, a1, a2, a3, data, at, bits, t, low4, group_base):
     data[at + 128*i + 64*s ...] is plane i, half s; t holds the unit's 4 int8 tables."""
     for i in range(bits):
         w = set1_i8_512(1 << i)
+        prefetch(data, at + i * 128 + PREFETCH_BYTES)
+        prefetch(data, at + i * 128 + PREFETCH_BYTES + 64)
         v0 = load512(data, at + i * 128)
         v1 = load512(data, at + i * 128 + 64)
         a0 = dpbusd512(a0, w, permb512(vor(vand(v0, low4), group_base), t))

@@ -108,20 +108,24 @@ def build_tables_int8(xp, act_group_size, scales, out):
 def block_sums(xp, starts, stops, out):
     """xsum[n, b] = xp[n, starts[b]:stops[b]] summed left to right from 0.0 (float32).
 
-    The loop runs over blocks innermost so that the blocks' dependency chains overlap.
+    Blocks have one width B except perhaps the last; the loop runs over blocks innermost so
+    that their independent dependency chains overlap (and LLVM can vectorize across blocks).
     """
     n_rows = xp.shape[0]
     n_blocks = starts.shape[0]
-    width = 0
-    for b in range(n_blocks):
-        width = max(width, stops[b] - starts[b])
+    width = stops[0] - starts[0]
+    n_full = n_blocks if stops[n_blocks - 1] - starts[n_blocks - 1] == width else n_blocks - 1
+    acc = np.zeros(n_blocks, np.float32)
     for n in range(n_rows):
-        for b in range(n_blocks):
-            out[n, b] = np.float32(0.0)
+        row = xp[n]
+        acc[:] = 0
         for j in range(width):
-            for b in range(n_blocks):
-                if starts[b] + j < stops[b]:
-                    out[n, b] = out[n, b] + xp[n, starts[b] + j]
+            for b in range(n_full):
+                acc[b] = acc[b] + row[b * width + j]
+        for b in range(n_full, n_blocks):
+            for k in range(starts[b], stops[b]):
+                acc[b] = acc[b] + row[k]
+        out[n, :] = acc
 
 
 # ----------------------------------------------------------------------------- fused, vector
@@ -146,7 +150,7 @@ def pad(x, k_units):
 def prepare_int8(x, k_units, act_group_size, n_act, starts, stops, act_of_block):
     """x (N, K) float32 -> (tables (N, k_units/4, 16) int8, half (N, nblocks) float32,
     xsum (N, nblocks) float32) with half = table scale of the block's act group * 0.5."""
-    xp = pad(x, k_units)
+    xp = x if x.shape[1] == k_units else pad(x, k_units)
     n = xp.shape[0]
     scales = np.empty((n, n_act), np.float32)
     table_scales(xp, act_group_size, scales)
@@ -177,7 +181,7 @@ def prepare_int8(x, k_units, act_group_size, n_act, starts, stops, act_of_block)
 @njit(cache=True)
 def prepare_f32(x, k_units, starts, stops):
     """x (N, K) float32 -> (tables (N, k_units/4, 16) float32, xsum (N, nblocks) float32)."""
-    xp = pad(x, k_units)
+    xp = x if x.shape[1] == k_units else pad(x, k_units)
     n = xp.shape[0]
     t = np.empty((n, k_units // 4, 16), np.float32)
     for r in range(n):

@@ -457,3 +457,22 @@ def lut16_f32_256(typingctx, idx, tlo, thi):
 
 
 __all__ += ["bcast128_256", "lut16_f32_256"]
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """prefetch(arr, i): hint the cache line of arr.flat[i] into L1 (no fault if out of range)."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _vec_pointer(context, builder, sig.args[0], args[0], args[1], _I8)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, _I32, _I32, _I32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", fnty=fnty)
+        builder.call(fn, [ptr, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, idx), codegen
+
+
+__all__ += ["prefetch"]
