@@ -1,0 +1,219 @@
+"""Dequantize-then-multiply GEMV/GEMM kernels for 4-bit weights: the M0E4 bit trick and its twins.
+
+Three kernels share one loop and one layout and differ only in how a 4-bit code q becomes a
+float32 weight:
+
+    m0e4_matmul   bit trick, no int-to-float conversion:
+                      v = bitcast<float32>(0x3F800000 | (q << 19))       (= 1 + q/16, exact)
+                      w = (v * a) + b
+    int4_matmul   int-to-float conversion (the usual dequantization):
+                      w = (float32(q) - zero) * scale
+    e2m1_matmul   16-entry value table: w = VALUES[q] * scale
+
+and then y[n, m] = 0.0, y = y + w[m, k] * x[n, k] for k = 0, 1, ... (float32, no FMA), exactly
+the order of tmac.reference (m0e4.dequant_matmul, dequant_matmul.dequant_matmul,
+e2m1.dequant_matmul), so every kernel equals its reference bit for bit.
+
+Layout (``pack``): rows in tiles of 64; for each tile and each k, the 64 codes are 32 bytes,
+byte j holding row j in its low nibble and row j + 32 in its high nibble:
+
+    packed (n_tiles, K, 32) uint8       params (n_tiles, G, 64) float32 (rows padded with 0)
+
+so that, for a fixed k, the 64 rows' weights come from 32 consecutive bytes and the 64 row
+accumulators are 4 zmm registers: both loops over rows vectorize. Rows are split over threads
+by tile; K is never split (the sum order is fixed).
+
+The bitcast is a one-instruction LLVM intrinsic (no ISA-specific code), so these kernels run
+on every CPU Numba compiles for ("portable" in tmac.dispatch). Nothing compiles at import.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+TILE = 64
+HALF = TILE // 2
+FP32_ONE = 0x3F800000
+FP32_SHIFT = 19
+
+
+def _m0e4_nibble(high):
+    """An intrinsic: uint8 byte -> float32 1 + q/16, q its low (or high) nibble, by bit operations:
+
+        i32 = zext(byte); q = i32 & 15  (or i32 >> 4); bits = (q << 19) | 0x3F800000; bitcast
+
+    32-bit integer IR written out (Numba would widen uint32 arithmetic to 64 bits), then an LLVM
+    ``bitcast``: no int-to-float conversion anywhere. Portable to every CPU.
+    """
+    @intrinsic
+    def decode(typingctx, byte):
+        if byte != types.uint8:
+            return None
+
+        def codegen(context, builder, signature, args):
+            i32 = ir.IntType(32)
+            q = builder.zext(args[0], i32)
+            q = builder.lshr(q, ir.Constant(i32, 4)) if high else builder.and_(q, ir.Constant(i32, 15))
+            bits = builder.or_(builder.shl(q, ir.Constant(i32, FP32_SHIFT)), ir.Constant(i32, FP32_ONE))
+            return builder.bitcast(bits, ir.FloatType())
+
+        return types.float32(byte), codegen
+    return decode
+
+
+m0e4_low = _m0e4_nibble(high=False)
+m0e4_high = _m0e4_nibble(high=True)
+
+
+# ---- layout ------------------------------------------------------------------------------------
+
+def pack(codes):
+    """codes (M, K) uint8 in 0..15 -> (ceil(M / 64), K, 32) uint8, see the module docstring."""
+    codes = np.asarray(codes, np.uint8)
+    m, k = codes.shape
+    n_tiles = -(-m // TILE)
+    padded = np.zeros((n_tiles * TILE, k), np.uint8)
+    padded[:m] = codes
+    tiles = padded.reshape(n_tiles, TILE, k).transpose(0, 2, 1)          # (tiles, K, 64)
+    return np.ascontiguousarray(tiles[..., :HALF] | (tiles[..., HALF:] << 4))
+
+
+def pack_params(params):
+    """(M, G) float32 -> (ceil(M / 64), G, 64) float32; padding rows are 0."""
+    params = np.asarray(params, np.float32)
+    m, g = params.shape
+    n_tiles = -(-m // TILE)
+    padded = np.zeros((n_tiles * TILE, g), np.float32)
+    padded[:m] = params
+    return np.ascontiguousarray(padded.reshape(n_tiles, TILE, g).transpose(0, 2, 1))
+
+
+# ---- one k: 32 bytes -> 64 weights, three ways ---------------------------------------------------
+
+@njit(inline="always")
+def dequant_m0e4(pk, a, b, w):
+    """w[r] = (v * a[r]) + b[r], v = 1 + q/16 by the bit trick. pk (32,) uint8; a, b, w (64,)."""
+    for j in range(HALF):
+        byte = pk[j]
+        w[j] = m0e4_low(byte) * a[j] + b[j]
+        w[j + HALF] = m0e4_high(byte) * a[j + HALF] + b[j + HALF]
+
+
+@njit(inline="always")
+def dequant_int4(pk, scales, zeros, w):
+    """w[r] = (float32(q) - zero[r]) * scale[r], with an int32-to-float32 conversion."""
+    for j in range(HALF):
+        byte = np.int32(pk[j])
+        w[j] = (np.float32(np.int32(byte & 15)) - zeros[j]) * scales[j]
+        w[j + HALF] = (np.float32(np.int32(byte >> 4)) - zeros[j + HALF]) * scales[j + HALF]
+
+
+@njit(inline="always")
+def dequant_e2m1(pk, scales, values, w):
+    """w[r] = values[q] * scale[r], values the 16 E2M1 values (a table lookup)."""
+    for j in range(HALF):
+        byte = pk[j]
+        w[j] = values[byte & 15] * scales[j]
+        w[j + HALF] = values[byte >> 4] * scales[j + HALF]
+
+
+@njit(inline="always")
+def _axpy(acc, w, xk):
+    for r in range(TILE):
+        acc[r] += w[r] * xk
+
+
+# The shared loop, written out three times (one cached kernel each): tiles of 64 rows in
+# parallel; per tile, groups in order, k in order; per k, 64 weights, then one axpy per token.
+
+@njit(cache=True, parallel=True)
+def m0e4_kernel(packed, a, b, x, out):
+    """packed (T, K, 32) uint8, a/b (T, G, 64) float32, x (N, K) float32 -> out (N, T*64)."""
+    n_tiles, k_cols = packed.shape[0], packed.shape[1]
+    n_groups = a.shape[1]
+    group = k_cols // n_groups
+    n_tok = x.shape[0]
+    for t in prange(n_tiles):
+        w = np.empty(TILE, np.float32)
+        acc = np.zeros((n_tok, TILE), np.float32)
+        for wg in range(n_groups):
+            first, second = a[t, wg], b[t, wg]
+            for kk in range(group):
+                k = wg * group + kk
+                dequant_m0e4(packed[t, k], first, second, w)
+                for n in range(n_tok):
+                    _axpy(acc[n], w, x[n, k])
+        for n in range(n_tok):
+            for r in range(TILE):
+                out[n, t * TILE + r] = acc[n, r]
+
+
+@njit(cache=True, parallel=True)
+def int4_kernel(packed, scales, zeros, x, out):
+    """As m0e4_kernel with (scales, zeros) (T, G, 64): w = (float32(q) - zero) * scale."""
+    n_tiles, k_cols = packed.shape[0], packed.shape[1]
+    n_groups = scales.shape[1]
+    group = k_cols // n_groups
+    n_tok = x.shape[0]
+    for t in prange(n_tiles):
+        w = np.empty(TILE, np.float32)
+        acc = np.zeros((n_tok, TILE), np.float32)
+        for wg in range(n_groups):
+            first, second = scales[t, wg], zeros[t, wg]
+            for kk in range(group):
+                k = wg * group + kk
+                dequant_int4(packed[t, k], first, second, w)
+                for n in range(n_tok):
+                    _axpy(acc[n], w, x[n, k])
+        for n in range(n_tok):
+            for r in range(TILE):
+                out[n, t * TILE + r] = acc[n, r]
+
+
+@njit(cache=True, parallel=True)
+def e2m1_kernel(packed, scales, values, x, out):
+    """As m0e4_kernel with scales (T, G, 64) and values (16,): w = values[q] * scale."""
+    n_tiles, k_cols = packed.shape[0], packed.shape[1]
+    n_groups = scales.shape[1]
+    group = k_cols // n_groups
+    n_tok = x.shape[0]
+    for t in prange(n_tiles):
+        w = np.empty(TILE, np.float32)
+        acc = np.zeros((n_tok, TILE), np.float32)
+        for wg in range(n_groups):
+            first, second = scales[t, wg], values
+            for kk in range(group):
+                k = wg * group + kk
+                dequant_e2m1(packed[t, k], first, second, w)
+                for n in range(n_tok):
+                    _axpy(acc[n], w, x[n, k])
+        for n in range(n_tok):
+            for r in range(TILE):
+                out[n, t * TILE + r] = acc[n, r]
+
+
+# ---- entry points (arrays already validated; see tmac.fp4 for QuantizedWeight wrappers) -------
+
+def _run(kernel, packed, p1, p2, x, m):
+    x = np.ascontiguousarray(x, np.float32)
+    out = np.empty((x.shape[0], packed.shape[0] * TILE), np.float32)
+    kernel(packed, p1, p2, x, out)
+    return np.ascontiguousarray(out[:, :m])
+
+
+def m0e4_matmul(packed, a_packed, b_packed, x, m):
+    """(N, M) float32; equals tmac.reference.m0e4.dequant_matmul bit for bit."""
+    return _run(m0e4_kernel, packed, a_packed, b_packed, x, m)
+
+
+def int4_matmul(packed, scales_packed, zeros_packed, x, m):
+    """(N, M) float32; equals tmac.reference.dequant_matmul.dequant_matmul bit for bit."""
+    return _run(int4_kernel, packed, scales_packed, zeros_packed, x, m)
+
+
+def e2m1_matmul(packed, scales_packed, values, x, m):
+    """(N, M) float32; equals tmac.reference.e2m1.dequant_matmul bit for bit. values (16,)."""
+    table = np.ascontiguousarray(np.asarray(values, np.float32).reshape(16))
+    return _run(e2m1_kernel, packed, scales_packed, table, x, m)
