@@ -412,51 +412,22 @@ static int meta_int(const File *f, const char *key, long lo, long hi, long *out)
 
 #define AT3(a, d1, d2, i, j, l) a[((size_t)(i) * (d1) + (j)) * (d2) + (l)]
 
-static int check_case(const char *path, const char *case_label) {
-    File *f = malloc(sizeof *f);
-    char why[256] = "";
+typedef struct {        /* a case's parameters, checked against its tensors */
     long bits, M, K, N, W, A;
-    int result = 2;
-    if (!f) return 2;
-    if (!read_file(path, f)) { printf("FAIL %s: %s\n", case_label, f->error); goto out; }
-    const char *lut = meta(f, "lut"), *name = meta(f, "name");
-    if (!meta_int(f, "bits", 1, 4, &bits) || !meta_int(f, "m", 1, 1 << 16, &M)
-        || !meta_int(f, "k", 1, 1 << 16, &K) || !meta_int(f, "n", 1, 1 << 12, &N)
-        || !meta_int(f, "group_size", 1, K, &W) || !meta_int(f, "act_group_size", 4, 1 << 16, &A)
-        || !lut || (strcmp(lut, "int8") && strcmp(lut, "float32")) || !name) {
-        printf("FAIL %s: missing or invalid parameters in __metadata__\n", case_label);
-        goto out;
-    }
-    /* blocks (docs/numerics.md "Padding and blocks") */
+    const char *lut, *scheme, *name;
+} Params;
+
+/* Every stage of the lookup path (docs/numerics.md), from padded codes (M x Kp) and x (N x Kp). */
+static void check_lut(Check *k, const Params *p, const uint8_t *codes, const float *x,
+                      const float *scale, const float *zero) {
+    const long bits = p->bits, M = p->M, K = p->K, N = p->N, W = p->W, A = p->A;
+    const char *lut = p->lut;
     long Kp = (K + 3) / 4 * 4, G = Kp / 4;
     long NG = K / W, Weff = W < K ? W : Kp, Aeff = A < Kp ? A : Kp;
-    long B = Weff < Aeff ? Weff : Aeff, wider = Weff < Aeff ? Aeff : Weff;
-    if (K % W || A % 4 || (W < K && W % 4) || (wider % B && wider != Kp)) {
-        printf("FAIL %s: group sizes do not nest (group %ld, act group %ld, K %ld)\n", case_label, W, A, K);
-        goto out;
-    }
+    long B = Weff < Aeff ? Weff : Aeff;
     long nb = (Kp + B - 1) / B, nA = (G - 1) * 4 / A + 1;
-    uint64_t s_mk[] = {M, K}, s_mg[] = {M, NG}, s_nk[] = {N, K};
-    const Tensor *tc = input(f, "quantize.codes", "U8", 2, s_mk, why);
-    const Tensor *ts = tc ? input(f, "quantize.scales", "F32", 2, s_mg, why) : NULL;
-    const Tensor *tz = ts ? input(f, "quantize.zeros", "F32", 2, s_mg, why) : NULL;
-    const Tensor *tx = tz ? input(f, "input.x", "F32", 2, s_nk, why) : NULL;
-    if (!tx) { printf("FAIL %s: %s\n", case_label, why); goto out; }
-
+    uint64_t s_mk[] = {M, K}, s_mg[] = {M, NG};
     size_t m_, n_, k_, g, b, i, j;
-    uint8_t *codes = calloc((size_t)M * Kp, 1);              /* padded with code 0 */
-    float *x = calloc((size_t)N * Kp, sizeof *x);             /* padded with 0.0 */
-    float *scale = malloc((size_t)M * NG * sizeof *scale), *zero = malloc((size_t)M * NG * sizeof *zero);
-    for (m_ = 0; m_ < (size_t)M; m_++)
-        for (k_ = 0; k_ < (size_t)K; k_++) {
-            codes[m_ * Kp + k_] = (uint8_t)raw(f, tc, m_ * K + k_);
-            if (codes[m_ * Kp + k_] >> bits) { printf("FAIL %s: a code exceeds %ld bits\n", case_label, bits); goto out; }
-        }
-    for (i = 0; i < (size_t)(M * NG); i++) { scale[i] = f32_of_bits(raw(f, ts, i)); zero[i] = f32_of_bits(raw(f, tz, i)); }
-    for (n_ = 0; n_ < (size_t)N; n_++)
-        for (k_ = 0; k_ < (size_t)K; k_++) x[n_ * Kp + k_] = f32_of_bits(raw(f, tx, n_ * K + k_));
-
-    Check chk = {f, name, 0, 0}, *k = &chk;
     int32_t *bstart = malloc(nb * sizeof(int32_t)), *bstop = malloc(nb * sizeof(int32_t));
     int32_t *bwg = malloc(nb * sizeof(int32_t)), *bag = malloc(nb * sizeof(int32_t));
     for (b = 0; b < (size_t)nb; b++) {
@@ -639,12 +610,132 @@ static int check_case(const char *path, const char *case_label) {
     compare_f32(k, "dequantize.w", 2, s_mk, wd, (size_t)M * K);
     compare_f32(k, "output.dequant_matmul", 2, s_y, y, (size_t)N * M);
 
-    printf("%s %s: %d tensors checked, %d differ\n", k->failed ? "FAIL" : "PASS", name, k->checked, k->failed);
+}
+
+/* M0E4: fp16 pattern 0x3C00 | q << 6, widened to float32 by the usual fp16 -> fp32 rule,
+ * w = (v * a) + b (two roundings), y = sum_k w * x from 0.0 in increasing k. */
+static float fp16_to_f32(uint32_t h) {  /* normal numbers only (all M0E4 values are) */
+    uint32_t sign = h >> 15 & 1, exponent = h >> 10 & 31, mantissa = h & 1023;
+    return f32_of_bits(sign << 31 | (exponent - 15 + 127) << 23 | mantissa << 13);
+}
+
+static void check_dequant_y(Check *k, const char *name, const float *w, const float *x,
+                            long M, long K, long N, long Kp) {
+    float *y = malloc((size_t)N * M * sizeof *y);
+    uint64_t s_y[] = {N, M};
+    for (long n = 0; n < N; n++)
+        for (long m = 0; m < M; m++) {
+            float acc = 0.0f;
+            for (long kk = 0; kk < K; kk++) acc = acc + w[m * K + kk] * x[n * Kp + kk];
+            y[n * M + m] = acc;
+        }
+    compare_f32(k, name, 2, s_y, y, (size_t)N * M);
+    free(y);
+}
+
+static int check_m0e4(Check *k, const Params *p, const uint8_t *codes, const float *x, char *why) {
+    long M = p->M, K = p->K, NG = p->K / p->W, Kp = (p->K + 3) / 4 * 4;
+    uint64_t s_mg[] = {M, NG}, s_mk[] = {M, K};
+    const Tensor *ta = input(k->f, "m0e4.a", "F32", 2, s_mg, why);
+    const Tensor *tb = ta ? input(k->f, "m0e4.b", "F32", 2, s_mg, why) : NULL;
+    if (!tb) return 0;
+    int32_t *pattern = malloc((size_t)M * K * sizeof *pattern);
+    float *v = malloc((size_t)M * K * sizeof *v), *w = malloc((size_t)M * K * sizeof *w);
+    for (long m = 0; m < M; m++)
+        for (long kk = 0; kk < K; kk++) {
+            size_t e = (size_t)m * K + kk, gi = (size_t)m * NG + kk / p->W;
+            pattern[e] = 0x3C00 | codes[m * Kp + kk] << 6;
+            v[e] = fp16_to_f32((uint32_t)pattern[e]);
+            w[e] = v[e] * f32_of_bits(raw(k->f, ta, gi)) + f32_of_bits(raw(k->f, tb, gi));
+        }
+    compare_int(k, "m0e4.fp16_bits", "U16", 2, s_mk, pattern, (size_t)M * K);
+    compare_f32(k, "m0e4.values", 2, s_mk, v, (size_t)M * K);
+    compare_f32(k, "m0e4.w", 2, s_mk, w, (size_t)M * K);
+    check_dequant_y(k, "output.m0e4_dequant_matmul", w, x, M, K, p->N, Kp);
+    free(pattern); free(v); free(w);
+    return 1;
+}
+
+/* E2M1: code bits s ee m; e = 0: m * 0.5, else (1 + m/2) * 2^(e-1); sign bit 3 (8 is -0.0). */
+static int check_e2m1(Check *k, const Params *p, const uint8_t *codes, const float *x, char *why) {
+    long M = p->M, K = p->K, NG = p->K / p->W, Kp = (p->K + 3) / 4 * 4;
+    uint64_t s_mg[] = {M, NG}, s_mk[] = {M, K};
+    const Tensor *ts = input(k->f, "e2m1.scales", "F32", 2, s_mg, why);
+    if (!ts) return 0;
+    float *v = malloc((size_t)M * K * sizeof *v), *w = malloc((size_t)M * K * sizeof *w);
+    for (long m = 0; m < M; m++)
+        for (long kk = 0; kk < K; kk++) {
+            size_t e = (size_t)m * K + kk;
+            int c = codes[m * Kp + kk], ex = c >> 1 & 3, man = c & 1;
+            float magnitude = ex == 0 ? man * 0.5f : (1.0f + man * 0.5f) * (float)(1 << ex) * 0.5f;
+            v[e] = c & 8 ? -magnitude : magnitude;
+            w[e] = v[e] * f32_of_bits(raw(k->f, ts, (size_t)m * NG + kk / p->W));
+        }
+    compare_f32(k, "e2m1.values", 2, s_mk, v, (size_t)M * K);
+    compare_f32(k, "e2m1.w", 2, s_mk, w, (size_t)M * K);
+    check_dequant_y(k, "output.e2m1_dequant_matmul", w, x, M, K, p->N, Kp);
+    free(v); free(w);
+    return 1;
+}
+
+static int check_case(const char *path, const char *case_label) {
+    File *f = malloc(sizeof *f);
+    char why[256] = "";
+    Params p;
+    int result = 2;
+    uint8_t *codes = NULL;
+    float *x = NULL, *scale = NULL, *zero = NULL;
+    if (!f) return 2;
+    if (!read_file(path, f)) { printf("FAIL %s: %s\n", case_label, f->error); goto out; }
+    p.lut = meta(f, "lut"), p.scheme = meta(f, "scheme"), p.name = meta(f, "name");
+    if (!meta_int(f, "bits", 1, 4, &p.bits) || !meta_int(f, "m", 1, 1 << 16, &p.M)
+        || !meta_int(f, "k", 1, 1 << 16, &p.K) || !meta_int(f, "n", 1, 1 << 12, &p.N)
+        || !meta_int(f, "group_size", 1, p.K, &p.W) || !meta_int(f, "act_group_size", 4, 1 << 16, &p.A)
+        || !p.lut || (strcmp(p.lut, "int8") && strcmp(p.lut, "float32") && strcmp(p.lut, "none"))
+        || !p.name || !p.scheme) {
+        printf("FAIL %s: missing or invalid parameters in __metadata__\n", case_label);
+        goto out;
+    }
+    long M = p.M, K = p.K, N = p.N, W = p.W, A = p.A, Kp = (K + 3) / 4 * 4, NG = K / W;
+    long Weff = W < K ? W : Kp, Aeff = A < Kp ? A : Kp;
+    long B = Weff < Aeff ? Weff : Aeff, wider = Weff < Aeff ? Aeff : Weff;
+    if (K % W || A % 4 || (W < K && W % 4) || (wider % B && wider != Kp)) {
+        printf("FAIL %s: group sizes do not nest (group %ld, act group %ld, K %ld)\n", case_label, W, A, K);
+        goto out;
+    }
+    uint64_t s_mk[] = {M, K}, s_mg[] = {M, NG}, s_nk[] = {N, K};
+    const Tensor *tc = input(f, "quantize.codes", "U8", 2, s_mk, why);
+    const Tensor *tx = tc ? input(f, "input.x", "F32", 2, s_nk, why) : NULL;
+    if (!tx) { printf("FAIL %s: %s\n", case_label, why); goto out; }
+    codes = calloc((size_t)M * Kp, 1);              /* padded with code 0 */
+    x = calloc((size_t)N * Kp, sizeof *x);          /* padded with 0.0 */
+    for (long m = 0; m < M; m++)
+        for (long kk = 0; kk < K; kk++) {
+            codes[m * Kp + kk] = (uint8_t)raw(f, tc, (size_t)m * K + kk);
+            if (codes[m * Kp + kk] >> p.bits) { printf("FAIL %s: a code exceeds %ld bits\n", case_label, p.bits); goto out; }
+        }
+    for (long n = 0; n < N; n++)
+        for (long kk = 0; kk < K; kk++) x[n * Kp + kk] = f32_of_bits(raw(f, tx, (size_t)n * K + kk));
+
+    Check chk = {f, p.name, 0, 0}, *k = &chk;
+    if (strcmp(p.lut, "none")) {
+        const Tensor *ts = input(f, "quantize.scales", "F32", 2, s_mg, why);
+        const Tensor *tz = ts ? input(f, "quantize.zeros", "F32", 2, s_mg, why) : NULL;
+        if (!tz) { printf("FAIL %s: %s\n", case_label, why); goto out; }
+        scale = malloc((size_t)M * NG * sizeof *scale);
+        zero = malloc((size_t)M * NG * sizeof *zero);
+        for (long i = 0; i < M * NG; i++) { scale[i] = f32_of_bits(raw(f, ts, i)); zero[i] = f32_of_bits(raw(f, tz, i)); }
+        check_lut(k, &p, codes, x, scale, zero);
+    }
+    if ((!strcmp(p.scheme, "m0e4") && !check_m0e4(k, &p, codes, x, why))
+        || (!strcmp(p.scheme, "e2m1") && !check_e2m1(k, &p, codes, x, why))) {
+        printf("FAIL %s: %s\n", case_label, why);
+        goto out;
+    }
+    printf("%s %s: %d tensors checked, %d differ\n", k->failed ? "FAIL" : "PASS", p.name, k->checked, k->failed);
     result = k->failed ? 1 : 0;
-    free(codes); free(x); free(scale); free(zero); free(bstart); free(bstop); free(bwg); free(bag);
-    free(planes); free(idx); free(packed); free(T); free(lutv); free(xsum); free(off); free(blk);
-    free(y); free(wd);
 out:
+    free(codes); free(x); free(scale); free(zero);
     free(f->bytes);
     free(f);
     return result;

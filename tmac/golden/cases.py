@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tmac.reference import bitplanes, dequant_matmul, lut_matmul, quantize, tables
+from tmac.reference import bitplanes, e2m1, lut_matmul, m0e4, quantize, tables
 
 # ---- the cases -------------------------------------------------------------------------------
 # name, scheme, bits, M, K, N, group_size, act_group_size, lut, x_pattern
@@ -52,6 +52,13 @@ _ROWS = [
     # half-integer table entries (round half to even) and an entry of exactly 127
     ("b4_sym_m5k36_g12_a12_int8_n2_ties", "sym", 4, 5, 36, 2, 12, 12, "int8", "ties"),
     ("b3_asym_m5k38_grow_a8_int8_n1_ties", "asym", 3, 5, 38, 1, 38, 8, "int8", "ties"),
+    # FP4. M0E4 (Transformer-Lite; reference.m0e4, lsq fit): bit-trick dequantization, and the
+    # LUT path through its affine (scales, zeros) with float zeros. E2M1 (OCP; reference.e2m1,
+    # absmax scales) is not affine in its code: dequantize-then-multiply only (lut "none").
+    ("m0e4_m5k36_g12_a12_int8_n2", "m0e4", 4, 5, 36, 2, 12, 12, "int8", "normal"),
+    ("m0e4_m70k100_g20_a20_f32_n1", "m0e4", 4, 70, 100, 1, 20, 20, "float32", "normal"),
+    ("e2m1_m5k36_g12_n2", "e2m1", 4, 5, 36, 2, 12, 12, "none", "normal"),
+    ("e2m1_m70k100_g20_n1", "e2m1", 4, 70, 100, 1, 20, 20, "none", "normal"),
 ]
 _KEYS = ("name", "scheme", "bits", "m", "k", "n", "group_size", "act_group_size", "lut", "x_pattern")
 CASES = [dict(zip(_KEYS, row)) for row in _ROWS]
@@ -117,6 +124,14 @@ TENSORS = {
     "quantize.codes": ("quantize", "(M, K) uint8 codes in [0, 2^bits)"),
     "quantize.scales": ("quantize", "(M, K // group_size) float32 scale per weight group"),
     "quantize.zeros": ("quantize", "(M, K // group_size) float32 zero point per weight group"),
+    "m0e4.a": ("m0e4", "(M, K // group_size) float32 M0E4 scale a: w = a * (1 + q/16) + b"),
+    "m0e4.b": ("m0e4", "(M, K // group_size) float32 M0E4 offset b"),
+    "m0e4.fp16_bits": ("m0e4", "(M, K) uint16 fp16 bit patterns 0x3C00 | (q << 6) = 1 + q/16"),
+    "m0e4.values": ("m0e4", "(M, K) float32 1 + q/16, the fp16 patterns widened"),
+    "m0e4.w": ("m0e4", "(M, K) float32 (values * a) + b, two roundings (the bit-trick path)"),
+    "e2m1.scales": ("e2m1", "(M, K // group_size) float32 E2M1 scale per group"),
+    "e2m1.values": ("e2m1", "(M, K) float32 E2M1 code values (code 8 is -0.0)"),
+    "e2m1.w": ("e2m1", "(M, K) float32 values * scale, one rounding"),
     "dequantize.w": ("dequantize", "(M, K) float32 (code - zero) * scale"),
     "blocks.start": ("blocks", "(nblocks,) int32 first padded-K column of each block"),
     "blocks.stop": ("blocks", "(nblocks,) int32 end (exclusive) of each block"),
@@ -140,12 +155,16 @@ TENSORS = {
     "output.lut_matmul": ("output", "(N, M) float32 y by table lookup (op lut_matmul)"),
     "output.dequant_matmul": ("output", "(N, M) float32 y by dequantize-then-multiply "
                                         "(op dequant_matmul)"),
+    "output.m0e4_dequant_matmul": ("output", "(N, M) float32 y = sum_k m0e4.w * x, from 0.0 in "
+                                             "increasing k"),
+    "output.e2m1_dequant_matmul": ("output", "(N, M) float32 y = sum_k e2m1.w * x, from 0.0 in "
+                                             "increasing k"),
 }
 INT8_ONLY = ("tables.scales", "tables.inv_scales", "tables.int8", "sums.plane_int", "sums.combined")
 FLOAT32_ONLY = ("sums.plane_float",)
 
 
-def _uniform_scheme(params, w):
+def _uniform_scheme(params, w, x):
     """asym / sym / ternary: the quantizer's own arrays are the lookup path's inputs."""
     codes, scales, zeros = quantize.quantize(w, params["bits"], params["group_size"],
                                              params["scheme"])
@@ -153,14 +172,48 @@ def _uniform_scheme(params, w):
     return stages, (codes, scales, zeros, params["bits"])
 
 
-# scheme -> function(params, w) -> (quantizer stages, (codes, scales, zeros, bits) for the LUT path)
-SCHEMES = {"asym": _uniform_scheme, "sym": _uniform_scheme, "ternary": _uniform_scheme}
+def _m0e4_scheme(params, w, x):
+    """M0E4: codes, (a, b), the bit trick and its matmul; the LUT path gets affine_params(a, b)."""
+    codes, a, b = m0e4.quantize(w, params["group_size"], fit="lsq")
+    scales, zeros = m0e4.affine_params(a, b)
+    stages = {"quantize.codes": codes, "quantize.scales": scales, "quantize.zeros": zeros,
+              "m0e4.a": a, "m0e4.b": b, "m0e4.fp16_bits": m0e4.encode_fp16_bits(codes),
+              "m0e4.values": m0e4.decode(codes), "m0e4.w": m0e4.dequantize(codes, a, b),
+              "output.m0e4_dequant_matmul": m0e4.dequant_matmul(codes, a, b, x)}
+    return stages, (codes, scales, zeros, 4)
+
+
+def _e2m1_scheme(params, w, x):
+    """E2M1: codes and scales, decoded values, dequantize-then-multiply; no LUT path."""
+    codes, scales = e2m1.quantize(w, params["group_size"], rule="absmax")
+    stages = {"quantize.codes": codes, "e2m1.scales": scales, "e2m1.values": e2m1.decode(codes),
+              "e2m1.w": e2m1.dequantize(codes, scales),
+              "output.e2m1_dequant_matmul": e2m1.dequant_matmul(codes, scales, x)}
+    return stages, None
+
+
+# scheme -> (function(params, w, x) -> (its own stages, (codes, scales, zeros, bits) for the
+#            LUT path, or None where the scheme has none), the tensor prefixes it owns)
+SCHEMES = {
+    "asym": (_uniform_scheme, ()),
+    "sym": (_uniform_scheme, ()),
+    "ternary": (_uniform_scheme, ()),
+    "m0e4": (_m0e4_scheme, ("m0e4.", "output.m0e4_")),
+    "e2m1": (_e2m1_scheme, ("e2m1.", "output.e2m1_")),
+}
+LUT_MODES = ("int8", "float32", "none")       # "none": the scheme has no lookup path
+SCHEME_ONLY = ("m0e4.", "e2m1.", "output.m0e4_", "output.e2m1_")
 
 
 def tensor_names(params) -> list[str]:
     """The tensors a case holds, in file order."""
+    own = SCHEMES[params["scheme"]][1]
+    if params["lut"] == "none":
+        keep = ("input.", "quantize.codes", *own)
+        return [n for n in TENSORS if n.startswith(keep)]
     skip = FLOAT32_ONLY if params["lut"] == "int8" else INT8_ONLY
-    return [name for name in TENSORS if name not in skip]
+    return [n for n in TENSORS if n not in skip
+            and (not n.startswith(SCHEME_ONLY) or n.startswith(own))]
 
 
 def stages(params, w, x, ops) -> dict:
@@ -169,8 +222,30 @@ def stages(params, w, x, ops) -> dict:
     ``ops`` maps an op name of ``tmac.registry.OPS`` to a function (params, qw_parts, x) -> y;
     each becomes the tensor ``output.<op>``.
     """
-    bits, act, lut = params["bits"], params["act_group_size"], params["lut"]
-    quant_stages, (codes, scales, zeros, bits) = SCHEMES[params["scheme"]](params, w)
+    act, lut = params["act_group_size"], params["lut"]
+    quant_stages, parts = SCHEMES[params["scheme"]][0](params, w, x)
+    out = {"input.w": w, "input.x": x, **quant_stages}
+    if parts is not None:
+        out.update(_lut_stages(params, parts, x, act, lut, ops))
+    result = {}
+    for name in tensor_names(params):
+        if name not in out:
+            raise KeyError(f"case {params['name']}: stage {name!r} was not computed")
+        array = np.asarray(out[name])
+        if array.dtype.kind in "iu" and array.dtype.itemsize > 4:     # index/sum arrays: int32
+            if array.size and (array.min() < -2**31 or array.max() >= 2**31):
+                raise OverflowError(f"case {params['name']}: {name} does not fit int32")
+            array = array.astype(np.int32)
+        result[name] = np.ascontiguousarray(array)
+    extra = set(out) - set(TENSORS)
+    if extra:
+        raise KeyError(f"case {params['name']}: stages {sorted(extra)} have no entry in TENSORS")
+    return result
+
+
+def _lut_stages(params, parts, x, act, lut, ops):
+    """Every stage from (codes, scales, zeros, bits) on: the shared lookup path and the ops."""
+    codes, scales, zeros, bits = parts
     m, k = codes.shape
     blocks = lut_matmul.make_blocks(k, k // scales.shape[1], act)
     kp = blocks.k_padded
@@ -179,8 +254,7 @@ def stages(params, w, x, ops) -> dict:
     indices = bitplanes.group_indices(planes)
     from tmac import layout                      # the kernel layout's definition (pure numpy)
 
-    out = {"input.w": w, "input.x": x, **quant_stages,
-           "dequantize.w": quantize.dequantize(codes, scales, zeros),
+    out = {"dequantize.w": quantize.dequantize(codes, scales, zeros),
            "blocks.start": blocks.start, "blocks.stop": blocks.stop,
            "blocks.weight_group": blocks.weight_group, "blocks.act_group": blocks.act_group,
            "pad.x": xp, "bitplanes.planes": planes, "bitplanes.indices": indices,
@@ -211,20 +285,7 @@ def stages(params, w, x, ops) -> dict:
     for op_name, run in ops.items():
         out[f"output.{op_name}"] = run(params, (codes, scales, zeros, bits), x)
     _same("output.lut_matmul vs the staged epilogue", y, out["output.lut_matmul"])
-    result = {}
-    for name in tensor_names(params):
-        if name not in out:
-            raise KeyError(f"case {params['name']}: stage {name!r} was not computed")
-        array = np.asarray(out[name])
-        if array.dtype.kind in "iu" and array.dtype.itemsize > 4:     # index/sum arrays: int32
-            if array.size and (array.min() < -2**31 or array.max() >= 2**31):
-                raise OverflowError(f"case {params['name']}: {name} does not fit int32")
-            array = array.astype(np.int32)
-        result[name] = np.ascontiguousarray(array)
-    extra = set(out) - set(result) - set(INT8_ONLY) - set(FLOAT32_ONLY)
-    if extra:
-        raise KeyError(f"case {params['name']}: stages {sorted(extra)} have no entry in TENSORS")
-    return result
+    return out
 
 
 def _float_plane_sums(table_set, indices, blocks):
