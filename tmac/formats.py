@@ -24,8 +24,11 @@ class QuantizedWeight:
     zeros   (M, K // group_size) float32
     bits    1..4 (ternary weights are 2-bit codes {1, 2, 3})
     group_size  consecutive K elements sharing a scale (== K for one group per row)
-    scheme  "asym", "sym" or "ternary"
+    scheme  "asym", "sym", "ternary", or the FP4 schemes "m0e4" / "e2m1" (``tmac.fp4``)
     packed  the codes in the kernel layout (``tmac.layout``), or None where no kernel needs it
+    params  "m0e4" only: the native pair (a, b) of (M, K // group_size) float32 arrays,
+            w = a * (1 + q/16) + b; scales/zeros then hold its affine form for the LUT path.
+            For "e2m1" the codes are E2M1 codes, w = value(code) * scale, and zeros are unused.
 
     Build one with ``tmac.quantize``; the arrays are read-only.
     """
@@ -37,9 +40,15 @@ class QuantizedWeight:
     group_size: int
     scheme: str
     packed: Any = field(default=None)
+    params: Any = field(default=None)
 
     def __post_init__(self):
         _check_fields(self.codes, self.scales, self.zeros, self.bits, self.group_size)
+        from tmac import fp4
+
+        params = fp4.check_params(self.scheme, self.params, self.scales)
+        if params is not None:
+            object.__setattr__(self, "params", tuple(_frozen(p) for p in params))
         for name in ("codes", "scales", "zeros"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         if self.packed is None:
@@ -62,7 +71,7 @@ class QuantizedWeight:
     def nbytes(self):
         """Storage: bit-packed codes, float32 scales, and float32 zeros where they vary (asym)."""
         code_bytes = -(-self.codes.size * self.bits // 8)
-        zero_bytes = self.zeros.nbytes if self.scheme == "asym" else 0
+        zero_bytes = self.zeros.nbytes if self.scheme in ("asym", "m0e4") else 0   # m0e4: a and b
         return code_bytes + self.scales.nbytes + zero_bytes
 
     @property
@@ -76,7 +85,12 @@ class QuantizedWeight:
         return 8 * self.nbytes / self.codes.size
 
     def dequantize(self):
-        """The float32 (M, K) matrix these codes stand for (``reference.quantize.dequantize``)."""
+        """The float32 (M, K) matrix these codes stand for (``reference.quantize.dequantize``;
+        for FP4 schemes the format's own definition, ``tmac.fp4.dequantize``)."""
+        if self.scheme in ("m0e4", "e2m1"):
+            from tmac import fp4
+
+            return fp4.dequantize(self)
         return _dequantize(self.codes, self.scales, self.zeros)
 
     def _summary(self):
