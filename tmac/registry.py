@@ -7,6 +7,7 @@ Every implementation of an op takes the same arguments, already validated by ``t
 
     lut_matmul(qw, x, act_group_size, lut, threads) -> (N, M) float32
     dequant_matmul(qw, x, threads)                  -> (N, M) float32
+    m0e4_/int4_/e2m1_dequant_matmul(qw, x, threads) -> (N, M) float32   (tmac.fp4)
 
 with ``qw`` a QuantizedWeight and ``x`` an (N, K) C-contiguous float32 array.
 
@@ -18,6 +19,7 @@ use, so ``import tmac`` compiles and imports no Numba code.
 from dataclasses import dataclass
 from typing import Callable
 
+from tmac import fp4 as _fp4
 from tmac.reference import dequant_matmul as _ref_dequant
 from tmac.reference import lut_matmul as _ref_lut
 
@@ -90,4 +92,14 @@ OPS = {
     "dequant_matmul": Op("dequant_matmul", _reference_dequant_matmul, _kernel_dequant_matmul,
                          ("dequant",),
                          "y = x @ W.T after dequantizing W to float32 (the baseline)"),
+    # FP4 (tmac.fp4): same signature as dequant_matmul, portable Numba kernels in tmac.kernels.fp4
+    "m0e4_dequant_matmul": Op("m0e4_dequant_matmul", _fp4.reference_m0e4, _fp4.kernel_m0e4,
+                              ("dequant",),
+                              "M0E4 weights: bit-trick dequantization (no int-to-float), then multiply"),
+    "int4_dequant_matmul": Op("int4_dequant_matmul", _fp4.reference_int4, _fp4.kernel_int4,
+                              ("dequant",),
+                              "uniform codes < 16: the M0E4 kernel's loop with an int-to-float conversion"),
+    "e2m1_dequant_matmul": Op("e2m1_dequant_matmul", _fp4.reference_e2m1, _fp4.kernel_e2m1,
+                              ("dequant",),
+                              "OCP E2M1 weights: table decode times scale, then multiply"),
 }
