@@ -40,6 +40,7 @@ class PackedCodes(NamedTuple):
     scales_t (Mt, n_weight_groups, 64) float32 or None: scales transposed so that 64 rows of
              one weight group are contiguous (vector loads in the epilogue); 0 for padded rows
     offsets_t same shape: float32((2^bits - 1) / 2) - zeros, the epilogue's zero-point term
+    zeros_t   same shape: the zeros themselves (the dequant baseline needs them exactly)
     """
 
     data: np.ndarray
@@ -48,6 +49,7 @@ class PackedCodes(NamedTuple):
     bits: int
     scales_t: Optional[np.ndarray] = None
     offsets_t: Optional[np.ndarray] = None
+    zeros_t: Optional[np.ndarray] = None
 
     @property
     def k_padded(self) -> int:
@@ -95,8 +97,9 @@ def pack(codes, bits: int, scales=None, zeros=None) -> PackedCodes:
     data = np.ascontiguousarray((idx[..., 0] | (idx[..., 1] << 4)).reshape(mt, units, bits, 2, 64))
     packed = PackedCodes(data, m, k, bits)
     if scales is not None:
-        packed = packed._replace(**dict(zip(("scales_t", "offsets_t"),
-                                            pack_scales(scales, zeros, bits))))
+        scales_t, offsets_t = pack_scales(scales, zeros, bits)
+        packed = packed._replace(scales_t=scales_t, offsets_t=offsets_t,
+                                 zeros_t=transpose_rows(zeros))
     return packed
 
 
@@ -125,9 +128,14 @@ def pack_scales(scales, zeros, bits: int) -> tuple[np.ndarray, np.ndarray]:
     m, ng = scales.shape
     mp = -(-m // ROW_TILE) * ROW_TILE
     offsets = np.float32((2**bits - 1) / 2) - zeros
-    out = []
-    for a in (scales, offsets):
-        t = np.zeros((mp, ng), np.float32)
-        t[:m] = a
-        out.append(np.ascontiguousarray(t.reshape(mp // ROW_TILE, ROW_TILE, ng).transpose(0, 2, 1)))
-    return out[0], out[1]
+    return transpose_rows(scales), transpose_rows(offsets)
+
+
+def transpose_rows(a) -> np.ndarray:
+    """(M, G) float32 -> (Mt, G, 64) float32: 64 rows of one group contiguous, 0 past M."""
+    a = np.asarray(a, np.float32)
+    m, ng = a.shape
+    mp = -(-m // ROW_TILE) * ROW_TILE
+    t = np.zeros((mp, ng), np.float32)
+    t[:m] = a
+    return np.ascontiguousarray(t.reshape(mp // ROW_TILE, ROW_TILE, ng).transpose(0, 2, 1))

@@ -98,15 +98,19 @@ def lut_matmul(packed, scales, zeros, bits, x, act_group_size, lut="int8", isa=N
 def dequant_matmul(packed_or_codes, scales, zeros, bits, x, isa=None, threads=None):
     """Dequantize-then-multiply baseline; equals tmac.reference.dequant_matmul bit for bit.
 
-    packed_or_codes  (M, K) uint8 codes (fastest) or tmac.layout.PackedCodes (unpacked first)
+    packed_or_codes  tmac.layout.PackedCodes (fast: 16 rows per register, codes extracted from
+                     the bit planes) or (M, K) uint8 codes (plain Numba, slower)
     Returns (N, M) float32.
     """
-    from tmac.kernels.dequant import run_dequant
+    from tmac.kernels.dequant import run_dequant, run_dequant_packed
 
-    codes = unpack(packed_or_codes) if isinstance(packed_or_codes, PackedCodes) else packed_or_codes
     dispatch.choose("dequant", isa)
+    scales = np.asarray(scales, np.float32)
+    zeros = np.asarray(zeros, np.float32)
     with num_threads(threads):
-        return run_dequant(np.ascontiguousarray(codes, np.uint8), scales, zeros, x)
+        if isinstance(packed_or_codes, PackedCodes):
+            return run_dequant_packed(packed_or_codes, scales, zeros, x)
+        return run_dequant(np.ascontiguousarray(packed_or_codes, np.uint8), scales, zeros, x)
 
 
 def warmup(isa=None, verbose=False):

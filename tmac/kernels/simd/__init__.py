@@ -38,7 +38,7 @@ __all__ = [
     "v512", "v256",
     "load512", "store512", "load256", "store256",
     "vand", "vor", "vxor", "add_i32", "sub_i8", "srl_i16", "srl_i32", "sll_i32",
-    "add_f32", "mul_f32", "cvt_i32_f32",
+    "add_f32", "mul_f32", "sub_f32", "cvt_i32_f32",
     "zero512", "zero256", "set1_i8_512", "set1_i32_512", "set1_f32_512",
     "set1_i8_256", "set1_i32_256", "set1_f32_256",
     "permb512", "dpbusd512", "permps512", "pshufb512",
@@ -217,10 +217,12 @@ add_i32 = _make_binop(_I32, "add")
 sub_i8 = _make_binop(_I8, "sub")
 add_f32 = _make_binop(_F32, "fadd")
 mul_f32 = _make_binop(_F32, "fmul")
+sub_f32 = _make_binop(_F32, "fsub")
 for _f, _d in ((vand, "bitwise and"), (vor, "bitwise or"), (vxor, "bitwise xor"),
                (add_i32, "int32 lane add (wrapping)"), (sub_i8, "int8 lane subtract (wrapping)"),
                (add_f32, "float32 lane add, IEEE round to nearest, never fused"),
-               (mul_f32, "float32 lane multiply, IEEE round to nearest, never fused")):
+               (mul_f32, "float32 lane multiply, IEEE round to nearest, never fused"),
+               (sub_f32, "float32 lane subtract (a - b), IEEE round to nearest")):
     _f.__doc__ = f"{_f.__name__}(a, b): {_d}."
 
 

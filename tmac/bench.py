@@ -1,0 +1,237 @@
+"""``tmac bench``: LUT GEMV/GEMM speed against numpy fp32 and the dequant baseline, same run.
+
+For every (shape, bits, N, regime) it reports the median time after warm-up of
+
+* ``lut``      tmac.kernels.lut_matmul (int8 tables; table build, scales, everything included)
+* ``tables``   the table build alone (padding, table scales, int8 tables, block sums)
+* ``numpy``    numpy float32 ``x @ W.T`` (OpenBLAS, limited to the same thread count)
+* ``dequant``  tmac.kernels.dequant_matmul, the dequantize-then-multiply baseline
+
+and derived figures: weight GB/s (packed codes + scales + offsets read per call) and the
+ratios lut/numpy and lut/dequant. "hot" reuses one matrix (cache-resident if it fits);
+"cold" rotates over enough copies to exceed the last-level cache, so weights come from memory.
+
+Run ``python -m tmac.bench --help`` (or ``tmac bench``). Speed is measured, never asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import glob
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+SHAPES = ("4096x4096", "11008x4096", "4096x11008")
+BITS = ("1", "2", "3", "4", "ternary")
+NS = (1, 8, 64)
+
+
+# ----------------------------------------------------------------------------- environment
+
+def _openblas():
+    """ctypes handle on numpy's OpenBLAS thread setter, or None."""
+    import numpy
+
+    base = os.path.dirname(numpy.__file__)
+    for lib in glob.glob(os.path.join(base, "..", "numpy.libs", "*openblas*")) + \
+            glob.glob(os.path.join(base, ".dylibs", "*openblas*")):
+        try:
+            handle = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
+                     "openblas_set_num_threads"):
+            if hasattr(handle, name):
+                return getattr(handle, name)
+    return None
+
+
+def set_blas_threads(n: int) -> bool:
+    """Limit numpy's BLAS to ``n`` threads; False if this numpy's BLAS cannot be reached."""
+    setter = _openblas()
+    if setter is None:
+        return False
+    setter(ctypes.c_int(n))
+    return True
+
+
+def last_level_cache_bytes() -> int:
+    """Size of the largest CPU cache (Linux sysfs), or 64 MiB if unknown."""
+    best = 0
+    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        try:
+            text = open(path).read().strip()
+            mult = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1], 1)
+            best = max(best, int(text.rstrip("KMG")) * mult)
+        except (OSError, ValueError):
+            continue
+    return best or 64 * 1024**2
+
+
+# ----------------------------------------------------------------------------- timing
+
+def median_us(fn, warmup: int = 3, repeat: int = 30, max_seconds: float = 2.0) -> float:
+    """Median wall time of ``fn()`` in microseconds after ``warmup`` calls.
+
+    Stops early after ``max_seconds`` (at least 5 timed calls)."""
+    for _ in range(warmup):
+        fn()
+    times, start = [], time.perf_counter()
+    for i in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+        if i >= 4 and time.perf_counter() - start > max_seconds:
+            break
+    return statistics.median(times) * 1e6
+
+
+class Rotation:
+    """Cycles over copies of an object; ``next()`` returns the next copy."""
+
+    def __init__(self, items):
+        self.items, self.i = items, 0
+
+    def next(self):
+        self.i = (self.i + 1) % len(self.items)
+        return self.items[self.i]
+
+
+# ----------------------------------------------------------------------------- one case
+
+def _weights(m, k, bits, group_size, rng):
+    """Random packed weight: codes, scales, zeros (ternary: codes 1..3, whole-row scale)."""
+    from tmac.layout import pack
+
+    if bits == "ternary":
+        codes = rng.integers(1, 4, (m, k)).astype(np.uint8)
+        scales = rng.random((m, 1)).astype(np.float32)
+        zeros = np.full((m, 1), 2.0, np.float32)
+        b = 2
+    else:
+        b = int(bits)
+        g = k // group_size
+        codes = rng.integers(0, 2**b, (m, k)).astype(np.uint8)
+        scales = (rng.random((m, g)) + 0.5).astype(np.float32) / 2**b
+        zeros = rng.integers(0, 2**b, (m, g)).astype(np.float32)
+    return pack(codes, b, scales, zeros), codes, scales, zeros, b
+
+
+def _weight_bytes(packed):
+    return packed.data.nbytes + packed.scales_t.nbytes + packed.offsets_t.nbytes
+
+
+def bench_case(m, k, bits, n, regime, threads, group_size=128, act_group_size=None,
+               isa=None, cold_bytes=None, baselines=True, repeat=30, seed=0):
+    """Time one configuration; returns a dict (one row of the report)."""
+    from tmac import dispatch, kernels
+    from tmac.kernels import lut as klut
+    from tmac.kernels import tables as ktables
+
+    rng = np.random.default_rng(seed)
+    packed, codes, scales, zeros, b = _weights(m, k, bits, group_size, rng)
+    act = act_group_size or (k if bits == "ternary" else group_size)
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    copies = 1
+    if regime == "cold":
+        copies = max(2, -(-(cold_bytes or 2 * last_level_cache_bytes()) // _weight_bytes(packed)))
+    lut_set = Rotation([packed] + [packed._replace(data=packed.data.copy(),
+                                                   scales_t=packed.scales_t.copy(),
+                                                   offsets_t=packed.offsets_t.copy())
+                                   for _ in range(copies - 1)])
+    path = dispatch.choose("lut_int8", isa)
+    row = {"shape": f"{m}x{k}", "bits": str(bits), "n": n, "regime": regime, "threads": threads,
+           "isa": path, "group_size": k if bits == "ternary" else group_size, "act_group_size": act}
+    row["lut_us"] = median_us(lambda: kernels.lut_matmul(lut_set.next(), scales, zeros, b, x, act,
+                                                         isa=isa, threads=threads), repeat=repeat)
+    row["weight_gbps"] = _weight_bytes(packed) / row["lut_us"] / 1e3
+    p = klut.plan(k, scales.shape[1], act)
+    row["tables_us"] = median_us(lambda: ktables.prepare_int8(
+        x, p.k_units, p.act_group_size, p.n_act_groups, p.starts, p.stops, p.act_group), repeat=repeat)
+    del lut_set
+    if baselines:
+        w = ((codes.astype(np.float32) - np.repeat(zeros, codes.shape[1] // zeros.shape[1], 1))
+             * np.repeat(scales, codes.shape[1] // scales.shape[1], 1)).astype(np.float32)
+        n_np = 1 if regime == "hot" else max(2, -(-(cold_bytes or 2 * last_level_cache_bytes()) // w.nbytes))
+        np_set = Rotation([w] + [w.copy() for _ in range(n_np - 1)])
+        xt = np.ascontiguousarray(x.T)
+        set_blas_threads(threads)
+        row["numpy_us"] = median_us(lambda: np_set.next() @ xt, repeat=repeat)
+        del np_set
+        dq_set = Rotation([codes] + [codes.copy() for _ in range(max(1, copies) - 1)])
+        row["dequant_us"] = median_us(lambda: kernels.dequant_matmul(dq_set.next(), scales, zeros, b, x,
+                                                                     threads=threads), repeat=max(5, repeat // 3))
+        row["vs_numpy"] = row["lut_us"] / row["numpy_us"]
+        row["vs_dequant"] = row["lut_us"] / row["dequant_us"]
+    return row
+
+
+# ----------------------------------------------------------------------------- report
+
+COLUMNS = [("shape", "shape", "{}"), ("bits", "bits", "{}"), ("n", "N", "{}"), ("regime", "regime", "{}"),
+           ("threads", "thr", "{}"), ("lut_us", "lut µs", "{:.0f}"), ("tables_us", "tables µs", "{:.1f}"),
+           ("weight_gbps", "GB/s", "{:.1f}"), ("numpy_us", "numpy µs", "{:.0f}"),
+           ("dequant_us", "dequant µs", "{:.0f}"), ("vs_numpy", "lut/numpy", "{:.3f}"),
+           ("vs_dequant", "lut/dequant", "{:.3f}")]
+
+
+def to_markdown(rows) -> str:
+    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(c[2].format(r[c[0]]) if c[0] in r else "" for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), help="MxK, e.g. 4096x4096")
+    parser.add_argument("--bits", nargs="+", default=list(BITS), help="1 2 3 4 ternary")
+    parser.add_argument("-n", "--n", nargs="+", type=int, default=list(NS), help="tokens (N)")
+    parser.add_argument("--regime", nargs="+", default=["hot", "cold"], choices=["hot", "cold"])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1], help="thread counts")
+    parser.add_argument("--group-size", type=int, default=128)
+    parser.add_argument("--act-group-size", type=int, default=None, help="default: the group size")
+    parser.add_argument("--isa", default=None, help="force an ISA path (avx512, avx2, portable)")
+    parser.add_argument("--repeat", type=int, default=30, help="timed calls per figure (max)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip numpy and dequant")
+    parser.add_argument("-o", "--output", choices=["md", "json"], default="md")
+
+
+def run(args) -> list:
+    """Run every case of parsed ``args``; prints each row as it completes (md) and returns rows."""
+    from tmac import kernels
+
+    kernels.warmup(args.isa)
+    rows = []
+    for shape in args.shapes:
+        m, k = (int(v) for v in shape.lower().split("x"))
+        for regime in args.regime:
+            for bits in args.bits:
+                for n in args.n:
+                    for threads in args.threads:
+                        row = bench_case(m, k, bits, n, regime, threads, args.group_size,
+                                         args.act_group_size, args.isa, baselines=not args.no_baselines,
+                                         repeat=args.repeat)
+                        rows.append(row)
+                        if args.output == "md":
+                            print(to_markdown([row]).splitlines()[-1] if len(rows) > 1
+                                  else to_markdown([row]), flush=True)
+    if args.output == "json":
+        print(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tmac bench", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
