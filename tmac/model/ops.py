@@ -1,0 +1,115 @@
+"""The non-matmul steps of the llama forward as Numba functions (``cache=True``; nothing compiles
+at import). They write into buffers the caller owns (planned by tmac.model.shapes) and read
+only the columns they need, so padded buffers (rows of a 64-multiple width) are fine.
+
+Float order differs from the numpy reference only in summation order and in multiplying by
+reciprocals; the tests state the tolerance.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+# reassociation lets LLVM vectorize the dot products; no "nnan"/"ninf" (softmax uses -inf)
+FAST = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@njit(cache=True, fastmath=FAST)
+def rms_norm(x, row0, n_rows, dim, weight, eps, out):
+    """out[t, :dim] = x[row0 + t, :dim] / sqrt(mean(x^2) + eps) * weight, t < n_rows."""
+    for t in range(n_rows):
+        ss = np.float32(0.0)
+        for d in range(dim):
+            v = x[row0 + t, d]
+            ss += v * v
+        inv = np.float32(1.0) / np.sqrt(ss / np.float32(dim) + np.float32(eps))
+        for d in range(dim):
+            out[t, d] = x[row0 + t, d] * inv * weight[d]
+
+
+@njit(cache=True)
+def rope(buf, n_rows, col0, n_heads, head_dim, rope_dim, cos, sin, pos):
+    """Rotate adjacent pairs in place: heads at columns col0 + h*head_dim, row t at position pos+t."""
+    for t in range(n_rows):
+        p = pos + t
+        for h in range(n_heads):
+            base = col0 + h * head_dim
+            for i in range(rope_dim // 2):
+                a = buf[t, base + 2 * i]
+                b = buf[t, base + 2 * i + 1]
+                c = cos[p, i]
+                s = sin[p, i]
+                buf[t, base + 2 * i] = a * c - b * s
+                buf[t, base + 2 * i + 1] = a * s + b * c
+
+
+@njit(cache=True)
+def store_kv(qkv, n_rows, dim, n_kv, head_dim, layer_kv, pos):
+    """Copy the new keys/values (columns dim.. of qkv) into the cache views at pos..pos+n_rows.
+
+    layer_kv (2, n_kv, max_ctx, head_dim): this layer's sub-tensor of the cache."""
+    kv_dim = n_kv * head_dim
+    for t in range(n_rows):
+        for h in range(n_kv):
+            for d in range(head_dim):
+                layer_kv[0, h, pos + t, d] = qkv[t, dim + h * head_dim + d]
+                layer_kv[1, h, pos + t, d] = qkv[t, dim + kv_dim + h * head_dim + d]
+
+
+@njit(cache=True, fastmath=FAST, parallel=True)
+def attention(qkv, n_rows, n_heads, n_kv, head_dim, layer_kv, pos, scores, out):
+    """Causal grouped-query attention of the n_rows queries (columns 0..dim of qkv) over the
+    cache prefix [0, pos + t]; heads run in parallel. scores (n_heads, n_rows, >= pos+n_rows)."""
+    group = n_heads // n_kv
+    scale = np.float32(1.0 / math.sqrt(head_dim))
+    for h in prange(n_heads):
+        kh = h // group
+        q0 = h * head_dim
+        for t in range(n_rows):
+            length = pos + t + 1
+            best = np.float32(-np.inf)
+            for s in range(length):
+                dot = np.float32(0.0)
+                for d in range(head_dim):
+                    dot += qkv[t, q0 + d] * layer_kv[0, kh, s, d]
+                dot *= scale
+                scores[h, t, s] = dot
+                best = max(best, dot)
+            total = np.float32(0.0)
+            for s in range(length):
+                e = np.exp(scores[h, t, s] - best)
+                scores[h, t, s] = e
+                total += e
+            inv = np.float32(1.0) / total
+            for d in range(head_dim):
+                out[t, q0 + d] = np.float32(0.0)
+            for s in range(length):
+                p = scores[h, t, s] * inv
+                for d in range(head_dim):
+                    out[t, q0 + d] += p * layer_kv[1, kh, s, d]
+
+
+@njit(cache=True, fastmath=FAST)
+def swiglu(gate_up, n_rows, ffn_dim, out):
+    """out[t, f] = silu(gate[t, f]) * up[t, f]; gate_up holds the gate rows' outputs first."""
+    for t in range(n_rows):
+        for f in range(ffn_dim):
+            g = gate_up[t, f]
+            out[t, f] = g / (np.float32(1.0) + np.exp(-g)) * gate_up[t, ffn_dim + f]
+
+
+@njit(cache=True)
+def add_into(x, n_rows, dim, y):
+    """x[t, :dim] += y[t, :dim] (the residual stream)."""
+    for t in range(n_rows):
+        for d in range(dim):
+            x[t, d] += y[t, d]
+
+
+@njit(cache=True)
+def gather_rows(table, ids, out):
+    """out[t] = table[ids[t]] (embedding lookup)."""
+    for t in range(ids.shape[0]):
+        out[t, :] = table[ids[t], :]

@@ -1,0 +1,359 @@
+"""The fast llama forward: planned buffers, sub-tensor KV cache, LUT kernels, few calls per token.
+
+    model = prepare(weights, parse("w4"))          # requantize once (cached on disk by callers)
+    rt = Runtime(model, max_ctx=512)
+    logits = rt.forward(prompt_ids)                 # prefill: GEMM kernels, (1, vocab)
+    logits = rt.forward([next_id])                  # decode: GEMV kernels
+
+Two execution paths, same math and same buffers:
+
+fused    (quantized formats, int8 tables, AVX-512 CPUs) every layer of a step in one Numba call
+         (tmac.model.fused), Q/K/V and gate/up stacked into one matrix each, then one call for
+         the output head.
+layers   (any CPU, f32, the dequant baseline, the numpy reference kernels) a Python loop over
+         layers calling the Numba ops of tmac.model.ops and one matmul per linear layer.
+
+Intermediates come from one arena planned by tmac.model.shapes for the maximum lengths; the KV
+cache is tmac.model.kv_cache.KVCache. The returned logits are a view into the arena, valid until
+the next call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tmac.model import ops
+from tmac.model.formats import ModelFormat, head_format, stack_rows
+from tmac.model.kv_cache import KVCache
+from tmac.model.loader import LlamaConfig, LlamaWeights
+from tmac.model.reference import rope_tables
+from tmac.model.shapes import Graph, plan, sym
+
+MATMULS = ("lut", "dequant", "reference")
+
+
+@dataclass
+class PreparedModel:
+    """Weights in a tmac format, with Q/K/V and gate/up stacked.
+
+    ``layers[i]`` has "qkv", "o", "gate_up", "down" (float32 (M, K) arrays for f32, else
+    QuantizedWeight) and the two norm vectors; ``head`` likewise; ``embed`` stays float32.
+    """
+
+    config: LlamaConfig
+    format: ModelFormat
+    embed: np.ndarray
+    output_norm: np.ndarray
+    head: object
+    layers: list
+
+    @property
+    def head_format(self):
+        return head_format(self.format)
+
+    def weight_bytes(self) -> int:
+        """Bytes of all linear weights as stored (codes bit-packed, scales, zeros)."""
+        mats = [self.head] + [l[k] for l in self.layers for k in LINEARS]
+        return sum(m.nbytes for m in mats)
+
+
+LINEARS = ("qkv", "o", "gate_up", "down")
+
+
+def prepare(weights: LlamaWeights, fmt: ModelFormat, progress=None) -> PreparedModel:
+    """Requantize every linear layer of ``weights`` to ``fmt`` (f32: keep the floats).
+
+    ``progress(i, n)`` is called after each layer when given.
+    """
+    def q(w, f):
+        return np.ascontiguousarray(w, np.float32) if f.is_float else f.quantize(w)
+
+    def stacked(ws):
+        if fmt.is_float:
+            return np.ascontiguousarray(np.vstack(ws), np.float32)
+        return stack_rows([q(w, fmt) for w in ws])
+
+    layers = []
+    for i, lw in enumerate(weights.layers):
+        layers.append({"qkv": stacked([lw["wq"], lw["wk"], lw["wv"]]), "o": q(lw["wo"], fmt),
+                       "gate_up": stacked([lw["w_gate"], lw["w_up"]]), "down": q(lw["w_down"], fmt),
+                       "attn_norm": lw["attn_norm"].astype(np.float32),
+                       "ffn_norm": lw["ffn_norm"].astype(np.float32)})
+        if progress:
+            progress(i + 1, len(weights.layers) + 1)
+    head = q(weights.output, head_format(fmt))
+    if progress:
+        progress(len(weights.layers) + 1, len(weights.layers) + 1)
+    return PreparedModel(weights.config, fmt, np.ascontiguousarray(weights.embed, np.float32),
+                         weights.output_norm.astype(np.float32), head, layers)
+
+
+def _padded64(m):
+    return -(-m // 64) * 64
+
+
+def _rows(w):
+    return w.shape[0]
+
+
+def llama_graph(c: LlamaConfig, table_dims: dict | None = None) -> Graph:
+    """The tensors of one forward step and the steps that use them, in order.
+
+    Symbols: batch, seq_len (new tokens), past_len (tokens already cached), out_len (rows of
+    logits wanted: 1 when generating, seq_len for perplexity). The layer steps repeat per layer;
+    every intermediate of a layer is dead by the layer's end, so one layer's plan serves all.
+
+    ``table_dims`` {linear: (groups, n_act, n_blocks)} adds the int8 table buffers of the fused
+    path (tables, table scales, block sums, halves) for each linear layer.
+    """
+    batch, seq_len, past_len, out_len = sym("batch"), sym("seq_len"), sym("past_len"), sym("out_len")
+    tokens, out_rows = batch * seq_len, batch * out_len
+    g = Graph()
+    d, f = c.dim, c.ffn_dim
+    g.tensor("x", (tokens, d))                                 # residual stream
+    g.tensor("h", (tokens, d))                                 # normed input of a linear
+    g.tensor("qkv", (tokens, _padded64(d + 2 * c.kv_dim)))
+    g.tensor("scores", (batch * c.n_heads, seq_len, past_len + seq_len))
+    g.tensor("attn", (tokens, d))
+    g.tensor("o", (tokens, _padded64(d)))
+    g.tensor("gate_up", (tokens, _padded64(2 * f)))
+    g.tensor("act", (tokens, f))
+    g.tensor("down", (tokens, _padded64(d)))
+    g.tensor("h_out", (out_rows, d))
+    g.tensor("logits", (out_rows, _padded64(c.vocab_size)))
+    tabs = {}
+    for name, dims in (table_dims or {}).items():
+        groups, n_act, n_blocks = dims
+        rows = out_rows if name == "head" else tokens
+        tabs[name] = (f"tables_{name}", f"tscale_{name}", f"xsum_{name}", f"half_{name}")
+        g.tensor(tabs[name][0], (rows, groups, 16), "int8")
+        g.tensor(tabs[name][1], (rows, n_act))
+        g.tensor(tabs[name][2], (rows, n_blocks))
+        g.tensor(tabs[name][3], (rows, n_blocks))
+
+    def linear(name, src, dst):
+        if name in tabs:
+            g.step(f"{name}_tables", reads=(src,), writes=tabs[name])
+            g.step(f"{name}_lookup", reads=tabs[name], writes=(dst,))
+        else:
+            g.step(f"{name}_matmul", reads=(src,), writes=(dst,))
+
+    g.step("embed", writes=("x",))
+    g.step("attn_norm", reads=("x",), writes=("h",))
+    linear("qkv", "h", "qkv")
+    g.step("rope_store_kv", reads=("qkv",), writes=("qkv",))
+    g.step("attention", reads=("qkv",), writes=("scores", "attn"))
+    linear("o", "attn", "o")
+    g.step("residual_attn", reads=("x", "o"), writes=("x",))
+    g.step("ffn_norm", reads=("x",), writes=("h",))
+    linear("gate_up", "h", "gate_up")
+    g.step("swiglu", reads=("gate_up",), writes=("act",))
+    linear("down", "act", "down")
+    g.step("residual_ffn", reads=("x", "down"), writes=("x",))
+    g.step("output_norm", reads=("x",), writes=("h_out",))
+    linear("head", "h_out", "logits")
+    return g
+
+
+class Runtime:
+    """Runs a PreparedModel token by token with a sub-tensor KV cache.
+
+    max_ctx     positions the KV cache holds
+    max_seq     tokens per forward call (longer inputs are processed in chunks of max_seq)
+    matmul      "lut" (tmac LUT kernels), "dequant" (dequantize-then-multiply baseline) or
+                "reference" (tmac's numpy specification; slow) -- quantized formats only
+    threads     Numba threads (None: Numba's setting)
+    fused       None (automatic), True (require) or False (per-layer path)
+    """
+
+    def __init__(self, model: PreparedModel, max_ctx: int = 512, max_seq: int = 128,
+                 matmul: str = "lut", threads: int | None = None, fused: bool | None = None,
+                 isa: str | None = None):
+        from tmac import dispatch
+
+        c = self.config = model.config
+        self.model, self.threads, self.isa = model, threads, isa
+        if matmul not in MATMULS:
+            raise ValueError(f"matmul must be one of {MATMULS}, got {matmul!r}")
+        self.matmul = "float" if model.format.is_float else matmul
+        self.max_ctx, self.max_seq = int(max_ctx), max(1, min(int(max_seq), int(max_ctx)))
+        self.cache = KVCache(c.n_layers, c.n_kv_heads, c.head_dim, self.max_ctx)
+        self.cos, self.sin = rope_tables(self.max_ctx, c.rope_dim, c.rope_base)
+        can_fuse = (self.matmul == "lut" and dispatch.choose("lut_int8", isa) == "avx512"
+                    and c.dim % 16 == 0 and c.ffn_dim % 16 == 0 and self._plans_aligned())
+        if fused and not can_fuse:
+            raise ValueError("the fused path needs a quantized format on the LUT kernels, an "
+                             "AVX-512 VBMI/VNNI CPU, dims that are multiples of 16 and a group "
+                             "size that is a multiple of 16")
+        self.fused = can_fuse if fused is None else bool(fused)
+        table_dims = self._setup_fused() if self.fused else None
+        self.graph = llama_graph(c, table_dims)
+        self.plan = plan(self.graph, {"batch": 1, "seq_len": self.max_seq,
+                                      "past_len": self.max_ctx - 1, "out_len": self.max_seq})
+        self.arena = self.plan.allocate()
+        self._views = {}
+        self.ids = np.zeros(self.max_seq, np.int64)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def pos(self) -> int:
+        """Tokens in the context so far."""
+        return self.cache.length
+
+    def reset(self):
+        self.cache.reset()
+
+    def views(self, seq_len, past_len, out_len):
+        """The planned buffers resolved for these lengths (cached per distinct shape set)."""
+        key = (seq_len, past_len, out_len)
+        v = self._views.get(key)
+        if v is None:
+            if len(self._views) > 4096:
+                self._views.clear()
+            v = self._views[key] = self.plan.views(self.arena, batch=1, seq_len=seq_len,
+                                                   past_len=past_len, out_len=out_len)
+        return v
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, tokens, all_logits: bool = False) -> np.ndarray:
+        """Append ``tokens`` to the context; logits (1 or T, vocab) of the last / every token.
+
+        Inputs longer than max_seq run in chunks; with all_logits the chunks' logits are
+        concatenated (a new array), else the result is a view into the arena.
+        """
+        tokens = np.asarray(tokens, np.int64).reshape(-1)
+        if tokens.size == 0:
+            raise ValueError("no tokens to run")
+        if tokens.min() < 0 or tokens.max() >= self.config.vocab_size:
+            raise ValueError(f"token ids must be in [0, {self.config.vocab_size})")
+        self.cache.check_room(self.pos, tokens.size)
+        from tmac.kernels import num_threads
+
+        chunks = []
+        with num_threads(self.threads):
+            for start in range(0, tokens.size, self.max_seq):
+                chunk = tokens[start:start + self.max_seq]
+                out = self._step(chunk, all_logits)
+                if all_logits:
+                    chunks.append(out.copy() if tokens.size > self.max_seq else out)
+        return np.concatenate(chunks) if all_logits and len(chunks) > 1 else \
+            (chunks[0] if all_logits else out)
+
+    def _step(self, tokens, all_logits):
+        c, t, pos = self.config, tokens.size, self.pos
+        out_len = t if all_logits else 1
+        v = self.views(t, pos, out_len)
+        ids = self.ids[:t]
+        ids[:] = tokens
+        ops.gather_rows(self.model.embed, ids, v["x"])
+        if self.fused:
+            self._layers_fused(v, pos)
+        else:
+            self._layers_python(v, pos)
+        ops.rms_norm(v["x"], t - out_len, out_len, c.dim, self.model.output_norm, c.norm_eps,
+                     v["h_out"])
+        self._linear("head", self.model.head, v["h_out"], v["logits"], v)
+        self.cache.length = pos + t
+        return v["logits"][:, :c.vocab_size]
+
+    def _layers_python(self, v, pos):
+        c, t = self.config, v["x"].shape[0]
+        kv = self.cache.storage
+        for i, lw in enumerate(self.model.layers):
+            ops.rms_norm(v["x"], 0, t, c.dim, lw["attn_norm"], c.norm_eps, v["h"])
+            self._linear("qkv", lw["qkv"], v["h"], v["qkv"], v)
+            ops.rope(v["qkv"], t, 0, c.n_heads, c.head_dim, c.rope_dim, self.cos, self.sin, pos)
+            ops.rope(v["qkv"], t, c.dim, c.n_kv_heads, c.head_dim, c.rope_dim, self.cos, self.sin, pos)
+            ops.store_kv(v["qkv"], t, c.dim, c.n_kv_heads, c.head_dim, kv[i], pos)
+            ops.attention(v["qkv"], t, c.n_heads, c.n_kv_heads, c.head_dim, kv[i], pos,
+                          v["scores"], v["attn"])
+            self._linear("o", lw["o"], v["attn"], v["o"], v)
+            ops.add_into(v["x"], t, c.dim, v["o"])
+            ops.rms_norm(v["x"], 0, t, c.dim, lw["ffn_norm"], c.norm_eps, v["h"])
+            self._linear("gate_up", lw["gate_up"], v["h"], v["gate_up"], v)
+            ops.swiglu(v["gate_up"], t, c.ffn_dim, v["act"])
+            self._linear("down", lw["down"], v["act"], v["down"], v)
+            ops.add_into(v["x"], t, c.dim, v["down"])
+
+    def _linear(self, name, w, xin, out, v):
+        """out[:, :M] = xin @ W.T with this runtime's matmul."""
+        m = w.shape[0]
+        if self.matmul == "float":
+            np.matmul(xin, w.T, out=out[:, :m])
+        elif self.fused:
+            from tmac.model import fused
+
+            fused.lut_linear(xin, self._fw[name][0], self._buffers(name, v), out, self._fw[name][1])
+        elif self.matmul == "lut":
+            from tmac import kernels
+
+            out[:, :m] = kernels.lut_matmul(w.packed, w.scales, w.zeros, w.bits, xin,
+                                            w.group_size, "int8", isa=self.isa)
+        elif self.matmul == "dequant":
+            from tmac import kernels
+
+            out[:, :m] = kernels.dequant_matmul(w.codes, w.scales, w.zeros, w.bits, xin, isa=self.isa)
+        else:
+            import tmac
+
+            out[:, :m] = tmac.matmul(w, xin, backend="reference")
+
+    # ------------------------------------------------------------------ fused path
+    def _plans_aligned(self):
+        from tmac.kernels.lut import plan as lut_plan
+
+        mats = [self.model.head] + [self.model.layers[0][k] for k in LINEARS]
+        return all(lut_plan(w.shape[1], w.n_groups, _act(w)).aligned for w in mats)
+
+    def _setup_fused(self):
+        """Stack each linear's packed weights over layers; precompute block plans; tiles."""
+        import numba
+
+        from tmac.kernels.lut import default_tiles_per_task, plan as lut_plan
+
+        threads = self.threads or numba.get_num_threads()
+        self._fw, dims = {}, {}
+        for name in LINEARS + ("head",):
+            mats = [self.model.head] if name == "head" else [l[name] for l in self.model.layers]
+            w0 = mats[0]
+            p = lut_plan(w0.shape[1], w0.n_groups, _act(w0))
+            data = np.ascontiguousarray(np.stack([w.packed.data for w in mats]))
+            sc = np.ascontiguousarray(np.stack([w.packed.scales_t for w in mats]))
+            off = np.ascontiguousarray(np.stack([w.packed.offsets_t for w in mats]))
+            if name == "head":
+                data, sc, off = data[0], sc[0], off[0]
+            weight = (data, sc, off, np.int64(p.act_group_size), p.u0, p.u1, 4 * p.u0,
+                      p.weight_group, p.starts, p.stops, p.act_group)
+            tiles = default_tiles_per_task(w0.packed.data.shape[0], threads)
+            self._fw[name] = (weight, tiles)
+            dims[name] = (p.k_units // 4, p.n_act_groups, len(p.starts))
+        return dims
+
+    def _buffers(self, name, v):
+        return tuple(v[f"{k}_{name}"] for k in ("tables", "tscale", "xsum", "half"))
+
+    def _layers_fused(self, v, pos):
+        from tmac.model import fused
+
+        c = self.config
+        if not hasattr(self, "_norms"):
+            self._norms = (np.stack([l["attn_norm"] for l in self.model.layers]),
+                           np.stack([l["ffn_norm"] for l in self.model.layers]))
+            self._dims = (c.n_layers, c.dim, c.ffn_dim, c.n_heads, c.n_kv_heads, c.head_dim,
+                          c.rope_dim)
+            self._tiles = tuple(self._fw[n][1] for n in LINEARS)
+        fused.layers_avx512(self._dims, np.float32(c.norm_eps), pos, v["x"], self._norms[0],
+                            self._norms[1], self.cos, self.sin, self.cache.storage,
+                            self._fw["qkv"][0], self._fw["o"][0], self._fw["gate_up"][0],
+                            self._fw["down"][0], v["h"], v["qkv"], v["scores"], v["attn"],
+                            v["o"], v["gate_up"], v["act"], v["down"],
+                            self._buffers("qkv", v), self._buffers("o", v),
+                            self._buffers("gate_up", v), self._buffers("down", v), self._tiles)
+
+
+def _act(w):
+    """The activation group the LUT kernels use for ``w``: its weight group (tmac's default)."""
+    from tmac import validation
+
+    return validation.resolve_act_group_size(None, w.group_size, w.shape[1])
