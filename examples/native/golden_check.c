@@ -609,6 +609,8 @@ static void check_lut(Check *k, const Params *p, const uint8_t *codes, const flo
         }
     compare_f32(k, "dequantize.w", 2, s_mk, wd, (size_t)M * K);
     compare_f32(k, "output.dequant_matmul", 2, s_y, y, (size_t)N * M);
+    if (find(k->f, "output.int4_dequant_matmul"))    /* the same baseline, another kernel */
+        compare_f32(k, "output.int4_dequant_matmul", 2, s_y, y, (size_t)N * M);
     free(bstart); free(bstop); free(bwg); free(bag); free(planes); free(idx); free(packed);
     free(T); free(lutv); free(xsum); free(off); free(blk); free(y); free(wd);
 }

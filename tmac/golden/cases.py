@@ -155,10 +155,12 @@ TENSORS = {
     "output.lut_matmul": ("output", "(N, M) float32 y by table lookup (op lut_matmul)"),
     "output.dequant_matmul": ("output", "(N, M) float32 y by dequantize-then-multiply "
                                         "(op dequant_matmul)"),
+    "output.int4_dequant_matmul": ("output", "(N, M) float32 y by dequantize-then-multiply, "
+                                             "codes < 16 (op int4_dequant_matmul)"),
     "output.m0e4_dequant_matmul": ("output", "(N, M) float32 y = sum_k m0e4.w * x, from 0.0 in "
-                                             "increasing k"),
+                                             "increasing k (op m0e4_dequant_matmul)"),
     "output.e2m1_dequant_matmul": ("output", "(N, M) float32 y = sum_k e2m1.w * x, from 0.0 in "
-                                             "increasing k"),
+                                             "increasing k (op e2m1_dequant_matmul)"),
 }
 INT8_ONLY = ("tables.scales", "tables.inv_scales", "tables.int8", "sums.plane_int", "sums.combined")
 FLOAT32_ONLY = ("sums.plane_float",)
@@ -179,7 +181,7 @@ def _m0e4_scheme(params, w, x):
     stages = {"quantize.codes": codes, "quantize.scales": scales, "quantize.zeros": zeros,
               "m0e4.a": a, "m0e4.b": b, "m0e4.fp16_bits": m0e4.encode_fp16_bits(codes),
               "m0e4.values": m0e4.decode(codes), "m0e4.w": m0e4.dequantize(codes, a, b),
-              "output.m0e4_dequant_matmul": m0e4.dequant_matmul(codes, a, b, x)}
+              "check.output.m0e4_dequant_matmul": m0e4.dequant_matmul(codes, a, b, x)}
     return stages, (codes, scales, zeros, 4)
 
 
@@ -188,45 +190,63 @@ def _e2m1_scheme(params, w, x):
     codes, scales = e2m1.quantize(w, params["group_size"], rule="absmax")
     stages = {"quantize.codes": codes, "e2m1.scales": scales, "e2m1.values": e2m1.decode(codes),
               "e2m1.w": e2m1.dequantize(codes, scales),
-              "output.e2m1_dequant_matmul": e2m1.dequant_matmul(codes, scales, x)}
+              "check.output.e2m1_dequant_matmul": e2m1.dequant_matmul(codes, scales, x)}
     return stages, None
 
 
 # scheme -> (function(params, w, x) -> (its own stages, (codes, scales, zeros, bits) for the
-#            LUT path, or None where the scheme has none), the tensor prefixes it owns)
+#            LUT path, or None where the scheme has none), the tensor prefix it owns)
+# A stage named "check.<tensor>" is not stored: the reference module's own result, which must
+# equal the registry op's output bit for bit.
 SCHEMES = {
-    "asym": (_uniform_scheme, ()),
-    "sym": (_uniform_scheme, ()),
-    "ternary": (_uniform_scheme, ()),
-    "m0e4": (_m0e4_scheme, ("m0e4.", "output.m0e4_")),
-    "e2m1": (_e2m1_scheme, ("e2m1.", "output.e2m1_")),
+    "asym": (_uniform_scheme, None),
+    "sym": (_uniform_scheme, None),
+    "ternary": (_uniform_scheme, None),
+    "m0e4": (_m0e4_scheme, "m0e4."),
+    "e2m1": (_e2m1_scheme, "e2m1."),
 }
 LUT_MODES = ("int8", "float32", "none")       # "none": the scheme has no lookup path
-SCHEME_ONLY = ("m0e4.", "e2m1.", "output.m0e4_", "output.e2m1_")
+SCHEME_ONLY = tuple(prefix for _, prefix in SCHEMES.values() if prefix)
 
 
 def tensor_names(params) -> list[str]:
-    """The tensors a case holds, in file order."""
+    """The tensors a case holds, in file order: its scheme's stages, the lookup path's stages
+    (for its table mode) unless it has none, and ``output.<op>`` for every registry op that
+    applies (``tmac.golden.backends``)."""
+    from tmac.golden.backends import ops_for
+
     own = SCHEMES[params["scheme"]][1]
+    outputs = {f"output.{op}" for op in ops_for(params)}
     if params["lut"] == "none":
-        keep = ("input.", "quantize.codes", *own)
-        return [n for n in TENSORS if n.startswith(keep)]
-    skip = FLOAT32_ONLY if params["lut"] == "int8" else INT8_ONLY
-    return [n for n in TENSORS if n not in skip
-            and (not n.startswith(SCHEME_ONLY) or n.startswith(own))]
+        stages = [n for n in TENSORS if n.startswith(("input.", "quantize.codes"))
+                  or (own and n.startswith(own))]
+    else:
+        skip = FLOAT32_ONLY if params["lut"] == "int8" else INT8_ONLY
+        stages = [n for n in TENSORS if n not in skip and not n.startswith("output.")
+                  and (not n.startswith(SCHEME_ONLY) or (own and n.startswith(own)))]
+    return stages + [n for n in TENSORS if n in outputs]
 
 
 def stages(params, w, x, ops) -> dict:
     """Every tensor of a case, computed by the reference from inputs w (M, K) and x (N, K).
 
-    ``ops`` maps an op name of ``tmac.registry.OPS`` to a function (params, qw_parts, x) -> y;
-    each becomes the tensor ``output.<op>``.
+    ``ops`` maps an op name of ``tmac.registry.OPS`` to a function (params, stage tensors,
+    x) -> y (``tmac.golden.backends.op_runner``); each op that applies to the case becomes the
+    tensor ``output.<op>``.
     """
     act, lut = params["act_group_size"], params["lut"]
     quant_stages, parts = SCHEMES[params["scheme"]][0](params, w, x)
     out = {"input.w": w, "input.x": x, **quant_stages}
     if parts is not None:
-        out.update(_lut_stages(params, parts, x, act, lut, ops))
+        out.update(_lut_stages(params, parts, x, act, lut))
+    from tmac.golden.backends import ops_for
+
+    for op_name in ops_for(params):
+        out[f"output.{op_name}"] = ops[op_name](params, out, x)
+    if "output.lut_matmul" in out:
+        _same("output.lut_matmul vs the staged epilogue", out.pop("check.y"), out["output.lut_matmul"])
+    for name in [n for n in out if n.startswith("check.")]:
+        _same(f"{name[6:]} vs the reference module", out.pop(name), out[name[6:]])
     result = {}
     for name in tensor_names(params):
         if name not in out:
@@ -243,7 +263,7 @@ def stages(params, w, x, ops) -> dict:
     return result
 
 
-def _lut_stages(params, parts, x, act, lut, ops):
+def _lut_stages(params, parts, x, act, lut):
     """Every stage from (codes, scales, zeros, bits) on: the shared lookup path and the ops."""
     codes, scales, zeros, bits = parts
     m, k = codes.shape
@@ -282,9 +302,7 @@ def _lut_stages(params, parts, x, act, lut, ops):
     y = lut_matmul.epilogue(lut_values, xsum, scales, zeros, bits, blocks)
     out.update({"lut.values": lut_values, "epilogue.xsum": xsum, "epilogue.offsets": offsets,
                 "epilogue.block": block})
-    for op_name, run in ops.items():
-        out[f"output.{op_name}"] = run(params, (codes, scales, zeros, bits), x)
-    _same("output.lut_matmul vs the staged epilogue", y, out["output.lut_matmul"])
+    out["check.y"] = y
     return out
 
 

@@ -56,7 +56,7 @@ def generator_version() -> str:
 
 
 def reference_ops():
-    """op name -> (params, (codes, scales, zeros, bits), x) -> y, from ``tmac.registry.OPS``.
+    """op name -> (params, stage tensors, x) -> y, the reference of every ``tmac.registry.OPS``.
 
     Every op of the registry must have a way to be called here (``OP_CALLS``), so a new op
     cannot be missing from the golden files."""

@@ -200,8 +200,6 @@ def verify(directory, kernels: bool = True, only_backends=None, log=None) -> Rep
 
 def _verify_case(directory, case, intact, report, kernels, only_backends, reference_ops):
     """Check one case; appends failures to the report, returns the backends that passed."""
-    from tmac.registry import OPS
-
     name, params = case["name"], case["params"]
     if case["file"] not in intact:
         report.failures.append(f"case {name}: not checked (its file failed the checksum)")
@@ -225,16 +223,14 @@ def _verify_case(directory, case, intact, report, kernels, only_backends, refere
         _compare(report, name, tensor, "reference", expected, want[tensor])
     if len(report.failures) == before:
         passed.append("reference")
-    if not kernels or params["lut"] == "none":      # no registry op runs a scheme without LUT path
+    if not kernels:
         return passed
-    parts = (tensors["quantize.codes"], tensors["quantize.scales"], tensors["quantize.zeros"],
-             params["bits"])
-    paths = {op: _backends.kernel_backends(op, only_backends) for op in OPS}
-    for backend in dict.fromkeys(b for op in OPS for b in paths[op]):     # ordered union
+    paths = {op: _backends.kernel_backends(op, only_backends) for op in _backends.ops_for(params)}
+    for backend in dict.fromkeys(b for op in paths for b in paths[op]):     # ordered union
         before = len(report.failures)
-        for op in OPS:
+        for op in paths:
             if backend in paths[op]:
-                got = _backends.op_runner(op, backend)(params, parts, tensors["input.x"])
+                got = _backends.op_runner(op, backend)(params, tensors, tensors["input.x"])
                 _compare(report, name, f"output.{op}", backend, tensors[f"output.{op}"], got)
         if len(report.failures) == before:
             passed.append(backend)
