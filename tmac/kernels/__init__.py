@@ -21,6 +21,8 @@ import numpy as np
 from tmac import dispatch
 from tmac.layout import PackedCodes, pack, unpack
 
+SMALL_WORK = 4096   # 128-byte steps (packed registers x tokens) below which one thread runs
+
 # (op, isa) -> (module, function)
 _KERNELS = {
     ("lut_int8", "avx512"): ("tmac.kernels.lut_avx512", "lut_int8_avx512"),
@@ -82,7 +84,8 @@ def lut_matmul(packed, scales, zeros, bits, x, act_group_size, lut="int8", isa=N
     act_group_size  multiple of 4; >= K for one table scale per row
     lut             "int8" or "float32"
     isa             None (best for this CPU / $TMAC_ISA), "avx512", "avx2" or "portable"
-    threads         Numba threads (None: current setting); rows split over threads, never K
+    threads         Numba threads (None: current setting, or 1 for small work); rows are split
+                    over threads, never K, so any count gives the same bits
     Returns (N, M) float32.
     """
     run_lut = _lut_module().run_lut
@@ -90,6 +93,8 @@ def lut_matmul(packed, scales, zeros, bits, x, act_group_size, lut="int8", isa=N
     if packed.bits != bits:
         raise ValueError(f"packed weight has {packed.bits} bits, not {bits}")
     path = dispatch.choose("lut_" + lut, isa)
+    if threads is None and packed.data.size // 128 * len(x) < SMALL_WORK:
+        threads = 1     # a second thread costs more to wake than it saves (~20 µs of work)
     with num_threads(threads) as t:
         return run_lut(packed, np.asarray(scales, np.float32), np.asarray(zeros, np.float32),
                        x, int(act_group_size), lut, path, t, tiles_per_task)

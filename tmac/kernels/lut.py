@@ -134,6 +134,9 @@ def run_lut(packed: PackedCodes, scales, zeros, x, act_group_size: int, lut: str
     p = plan(packed.k, scales.shape[1], act_group_size)
     sc, off = transposed_scales(packed, scales, zeros, packed.bits)
     n_tiles = packed.data.shape[0]
+    if tiles_per_task is None:
+        from tmac import tune
+        tiles_per_task = tune.lookup(isa, packed.m, packed.k, packed.bits, x.shape[0], threads, lut)
     tpt = tiles_per_task or default_tiles_per_task(n_tiles, threads)
     out = np.empty((x.shape[0], packed.m_padded), np.float32)
     kernel = kernel_for("lut_" + lut, isa)
