@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,7 +188,7 @@ def verify(directory, kernels: bool = True, only_backends=None, log=None) -> Rep
     intact = check_files(directory, manifest, report)
     reference_ops = {op: _backends.op_runner(op, "reference") for op in OPS}
     for case in manifest["cases"]:
-        name, params = case["name"], case["params"]
+        name = case["name"]
         start = len(report.failures)
         report.passed[name] = _verify_case(directory, case, intact, report, kernels,
                                            only_backends, reference_ops)
@@ -255,6 +254,11 @@ def _structure_ok(report, case, tensors, metadata):
         elif found[t] != expected[t]:
             problems.append(f"tensor {t}: file has {found[t][0]} {list(found[t][1])}, manifest "
                             f"says {expected[t][0]} {list(expected[t][1])}")
+    for tensor, shape in (("input.w", (params["m"], params["k"])),
+                          ("input.x", (params["n"], params["k"]))):
+        if tensor in found and found[tensor][1] != shape:
+            problems.append(f"tensor {tensor}: shape {list(found[tensor][1])} does not match the "
+                            f"parameters' {list(shape)}")
     for key, value in params.items():
         if metadata.get(key) != str(value):
             problems.append(f"metadata {key!r} is {metadata.get(key)!r}, manifest says {value!r}")
