@@ -136,4 +136,5 @@ def warmup(isa=None, verbose=False):
             print(f"lut_{lut}: {done['lut_' + lut]}")
     done["dequant"] = dispatch.choose("dequant", isa)
     dequant_matmul(codes, scales, zeros, 2, x, isa=isa)
+    dequant_matmul(pack(codes, 2, scales, zeros), scales, zeros, 2, x, isa=isa)
     return done
