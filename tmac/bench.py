@@ -199,6 +199,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=30, help="timed calls per figure (max)")
     parser.add_argument("--no-baselines", action="store_true", help="skip numpy and dequant")
     parser.add_argument("-o", "--output", choices=["md", "json"], default="md")
+    parser.add_argument("--fp4", action="store_true", help="also time the FP4 dequant kernels (M0E4 "
+                        "bit trick, int4 int-to-float, E2M1) beside the 4-bit LUT; see docs/fp4.md")
 
 
 def run(args) -> list:
@@ -220,9 +222,31 @@ def run(args) -> list:
                         if args.output == "md":
                             print(to_markdown([row]).splitlines()[-1] if len(rows) > 1
                                   else to_markdown([row]), flush=True)
+    fp4 = _fp4_rows(args) if getattr(args, "fp4", False) else []
     if args.output == "json":
-        print(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
+        print(json.dumps({"command": " ".join(sys.argv), "rows": rows, "fp4": fp4}, indent=1))
     return rows
+
+
+# ---- FP4 section (tmac.fp4_study.bench, docs/fp4.md): its own table, hot weights, N = 1 --------
+
+def _fp4_rows(args) -> list:
+    """M0E4 bit-trick vs int4 int-to-float vs E2M1 dequant GEMV vs the 4-bit LUT, per shape/threads."""
+    from tmac import fp4_study
+
+    out = []
+    for shape in args.shapes:
+        m, k = (int(v) for v in shape.lower().split("x"))
+        for threads in args.threads:
+            for name, med, low in fp4_study.bench(m, k, args.group_size, min(args.repeat, 21), threads):
+                out.append({"shape": shape, "threads": threads, "kernel": name,
+                            "median_us": med, "min_us": low})
+    if args.output == "md":
+        print("\n| FP4 shape | thr | kernel | median µs | min µs |\n|---|---|---|---|---|")
+        for r in out:
+            print(f"| {r['shape']} | {r['threads']} | {r['kernel']} | {r['median_us']:.0f} | "
+                  f"{r['min_us']:.0f} |")
+    return out
 
 
 def main(argv=None) -> int:
