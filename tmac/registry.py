@@ -46,7 +46,7 @@ def _kernel_dequant_matmul(isa):
     def run(qw, x, threads=None):
         from tmac import kernels
 
-        return kernels.dequant_matmul(qw.codes, qw.scales, qw.zeros, qw.bits, x, isa=isa,
+        return kernels.dequant_matmul(qw.packed, qw.scales, qw.zeros, qw.bits, x, isa=isa,
                                       threads=threads)
     return run
 
