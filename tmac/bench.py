@@ -26,6 +26,9 @@ import time
 
 import numpy as np
 
+from tmac import validation
+from tmac.tune import parse_shape
+
 SHAPES = ("4096x4096", "11008x4096", "4096x11008")
 BITS = ("1", "2", "3", "4", "ternary")
 NS = (1, 8, 64)
@@ -115,7 +118,7 @@ def _weights(m, k, bits, group_size, rng):
         b = 2
     else:
         b = int(bits)
-        g = k // group_size
+        g = k // validation.resolve_group_size(group_size, k)
         codes = rng.integers(0, 2**b, (m, k)).astype(np.uint8)
         scales = (rng.random((m, g)) + 0.5).astype(np.float32) / 2**b
         zeros = rng.integers(0, 2**b, (m, g)).astype(np.float32)
@@ -210,7 +213,7 @@ def run(args) -> list:
     kernels.warmup(args.isa)
     rows = []
     for shape in args.shapes:
-        m, k = (int(v) for v in shape.lower().split("x"))
+        m, k = parse_shape(shape)
         for regime in args.regime:
             for bits in args.bits:
                 for n in args.n:
@@ -236,7 +239,7 @@ def _fp4_rows(args) -> list:
 
     out = []
     for shape in args.shapes:
-        m, k = (int(v) for v in shape.lower().split("x"))
+        m, k = parse_shape(shape)
         for threads in args.threads:
             for name, med, low in fp4_study.bench(m, k, args.group_size, min(args.repeat, 21), threads):
                 out.append({"shape": shape, "threads": threads, "kernel": name,

@@ -37,13 +37,18 @@ def load_cache(path: str | None = None) -> dict:
     try:
         with open(path) as f:
             data = json.load(f)
-        if not isinstance(data, dict) or not all(isinstance(v, dict) and isinstance(v.get("tiles_per_task"), int)
-                                                 for v in data.values()):
+        if not isinstance(data, dict) or not all(_valid_entry(v) for v in data.values()):
             raise ValueError("unexpected structure")
         return data
     except (OSError, ValueError) as e:
         warnings.warn(f"tmac: ignoring unreadable tuning cache {path} ({e})", RuntimeWarning, stacklevel=2)
         return {}
+
+
+def _valid_entry(entry) -> bool:
+    """A cache entry names a positive int of tiles per task (bools are not ints here)."""
+    tiles = entry.get("tiles_per_task") if isinstance(entry, dict) else None
+    return isinstance(tiles, int) and not isinstance(tiles, bool) and 1 <= tiles <= 1 << 20
 
 
 def save_cache(data: dict, path: str | None = None) -> str:
@@ -103,18 +108,21 @@ def tune_one(m, k, bits, n=1, threads=1, lut="int8", group_size=128, isa=None, r
             "tried": {str(t): round(v, 1) for t, v in tried.items()}}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="tmac tune", description="search tiles per task, cache the best")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shapes", nargs="+", default=["4096x4096", "11008x4096", "4096x11008"])
     parser.add_argument("--bits", nargs="+", type=int, default=[1, 2, 3, 4])
     parser.add_argument("-n", "--n", nargs="+", type=int, default=[1])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--lut", nargs="+", default=["int8"])
+    parser.add_argument("--lut", nargs="+", default=["int8"], choices=["int8", "float32"])
     parser.add_argument("--isa", default=None)
-    args = parser.parse_args(argv)
+
+
+def run(args) -> int:
+    """Tune every requested case and save the cache; prints one line per case."""
+    global _cache
     data = load_cache()
     for shape in args.shapes:
-        m, k = (int(v) for v in shape.split("x"))
+        m, k = parse_shape(shape)
         for bits in args.bits:
             for n in args.n:
                 for threads in args.threads:
@@ -124,9 +132,25 @@ def main(argv=None) -> int:
                         print(f"{shape} b{bits} n{n} t{threads} {lut}: tiles_per_task="
                               f"{res['tiles_per_task']} ({res['us']:.0f} µs) tried {res['tried']}", flush=True)
     print("saved", save_cache(data))
-    global _cache
     _cache = None
     return 0
+
+
+def parse_shape(shape: str) -> tuple:
+    """"MxK" -> (M, K), both positive ints; ValueError naming the shape otherwise."""
+    try:
+        m, k = (int(v) for v in shape.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"shape must be MxK with integers, e.g. 4096x4096; got {shape!r}") from None
+    if m < 1 or k < 1:
+        raise ValueError(f"shape must have positive sizes, got {shape!r}")
+    return m, k
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tmac tune", description="search tiles per task, cache the best")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

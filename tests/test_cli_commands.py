@@ -1,0 +1,50 @@
+"""The kernel-facing commands: info, warmup, bench, tune. Their figures are checked for internal
+consistency (ratios are the quotients of the printed times), never for speed."""
+
+import json
+
+import pytest
+
+from tmac import dispatch
+from tmac.cli import main
+
+
+def test_info_names_the_path_dispatch_chooses(capsys, monkeypatch):
+    monkeypatch.delenv("TMAC_ISA", raising=False)
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"lut_int8    │ {dispatch.choose('lut_int8')}" in out
+    monkeypatch.setenv("TMAC_ISA", "portable")
+    assert main(["info"]) == 0
+    assert "lut_int8    │ portable" in capsys.readouterr().out
+
+
+def test_warmup_reports_each_op(capsys):
+    assert main(["warmup", "--isa", "portable"]) == 0
+    out = capsys.readouterr().out
+    assert "lut_int8: portable" in out and "dequant: portable" in out
+
+
+def test_bench_json_ratios_are_quotients_of_the_times(capsys):
+    assert main(["bench", "--shapes", "70x100", "--bits", "2", "ternary", "-n", "1", "3",
+                 "--regime", "hot", "--repeat", "3", "--group-size", "20", "-o", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert len(rows) == 4
+    for row in rows:
+        assert row["vs_numpy"] == pytest.approx(row["lut_us"] / row["numpy_us"], rel=1e-2)
+        assert row["vs_dequant"] == pytest.approx(row["lut_us"] / row["dequant_us"], rel=1e-2)
+
+
+def test_tune_writes_a_cache_entry_per_case(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TMAC_CACHE_DIR", str(tmp_path))
+    assert main(["tune", "--shapes", "200x128", "--bits", "2", "--threads", "1"]) == 0
+    cache = json.loads((tmp_path / "tune.json").read_text())
+    (entry,) = cache.values()
+    assert entry["tiles_per_task"] >= 1 and str(entry["tiles_per_task"]) in entry["tried"]
+
+
+@pytest.mark.parametrize("argv", [["bench", "--shapes", "12xq"], ["tune", "--shapes", "0x5"],
+                                  ["info", "--isa", "sparc"]])
+def test_bad_arguments_exit_2(argv, capsys):
+    assert main(argv) == 2
+    assert "error" in capsys.readouterr().err

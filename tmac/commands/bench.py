@@ -1,0 +1,17 @@
+"""``tmac bench``: kernel speed against numpy fp32 and the dequant baseline (tmac.bench)."""
+
+
+def add_parser(subparsers):
+    from tmac import bench
+
+    p = subparsers.add_parser("bench", help="LUT GEMV/GEMM speed vs numpy float32 and the dequant "
+                                            "baseline, measured side by side (median after warm-up)")
+    bench.add_arguments(p)
+    p.set_defaults(run=run)
+
+
+def run(args):
+    from tmac import bench
+
+    bench.run(args)
+    return 0
