@@ -52,9 +52,14 @@ class ModelFormat:
 
 
 def available_schemes():
+    """Quantization schemes this tmac's ``tmac.quantize`` offers."""
     from tmac.reference.quantize import SCHEMES
 
-    return SCHEMES
+    try:
+        from tmac.fp4 import SCHEMES as FP4_SCHEMES
+    except ImportError:
+        FP4_SCHEMES = ()
+    return tuple(SCHEMES) + tuple(FP4_SCHEMES)
 
 
 def parse(name: str, group_size: int | None = None, sym: bool = False) -> ModelFormat:
@@ -91,6 +96,9 @@ def stack_rows(parts):
     from tmac.formats import QuantizedWeight
 
     first = parts[0]
+    params = None
+    if first.params is not None:             # m0e4 carries its native (a, b) per group
+        params = tuple(np.vstack([p.params[i] for p in parts]) for i in range(2))
     return QuantizedWeight(np.vstack([p.codes for p in parts]), np.vstack([p.scales for p in parts]),
                            np.vstack([p.zeros for p in parts]), first.bits, first.group_size,
-                           first.scheme)
+                           first.scheme, params=params)

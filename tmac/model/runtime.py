@@ -291,9 +291,9 @@ class Runtime:
             out[:, :m] = kernels.lut_matmul(w.packed, w.scales, w.zeros, w.bits, xin,
                                             w.group_size, "int8", isa=self.isa)
         elif self.matmul == "dequant":
-            from tmac import kernels
+            import tmac
 
-            out[:, :m] = kernels.dequant_matmul(w.codes, w.scales, w.zeros, w.bits, xin, isa=self.isa)
+            out[:, :m] = tmac.dequant_matmul(w, xin)
         else:
             import tmac
 

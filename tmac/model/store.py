@@ -95,6 +95,8 @@ def save_prepared(pm: PreparedModel, path: Path):
         arrays[f"{name}.zeros"] = qw.zeros
         arrays[f"{name}.meta"] = np.array([qw.shape[1], qw.bits, qw.group_size], np.int64)
         arrays[f"{name}.scheme"] = np.array(qw.scheme)
+        if qw.params is not None:
+            arrays[f"{name}.params"] = np.stack(qw.params)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
@@ -108,8 +110,10 @@ def load_prepared(path: Path, weights, fmt: ModelFormat) -> PreparedModel:
     with np.load(path) as z:
         def qw(name):
             k, bits, gs = (int(v) for v in z[f"{name}.meta"])
+            params = tuple(z[f"{name}.params"]) if f"{name}.params" in z.files else None
             return QuantizedWeight(_unpack_codes(z[f"{name}.codes"], k), z[f"{name}.scales"],
-                                   z[f"{name}.zeros"], bits, gs, str(z[f"{name}.scheme"]))
+                                   z[f"{name}.zeros"], bits, gs, str(z[f"{name}.scheme"]),
+                                   params=params)
 
         layers = []
         for i, lw in enumerate(weights.layers):
