@@ -115,6 +115,26 @@ def test_m0e4_decode_has_no_int_to_float_conversion():
     assert "sitofp" in ir_int4 or "uitofp" in ir_int4          # the check would see a conversion
 
 
+def test_kernel_bit_decoders_equal_reference_for_every_byte():
+    """Both nibbles of all 256 bytes: the kernels' M0E4 and E2M1 decoders against the reference."""
+    from numba import njit
+
+    from tmac.kernels import fp4
+
+    @njit
+    def decode_all(out_m0e4, out_e2m1):
+        for i in range(256):
+            byte = np.uint8(i)
+            out_m0e4[i, 0], out_m0e4[i, 1] = fp4.m0e4_low(byte), fp4.m0e4_high(byte)
+            out_e2m1[i, 0], out_e2m1[i, 1] = fp4.e2m1_low(byte), fp4.e2m1_high(byte)
+
+    got_m0e4, got_e2m1 = np.empty((256, 2), np.float32), np.empty((256, 2), np.float32)
+    decode_all(got_m0e4, got_e2m1)
+    nibbles = np.stack([np.arange(256) & 15, np.arange(256) >> 4], axis=1)
+    assert bitwise_equal(got_m0e4, m0e4.decode(nibbles))
+    assert bitwise_equal(got_e2m1, e2m1.decode(nibbles))          # -0.0 at code 8 included
+
+
 def test_fp4_storage_and_display():
     w = np.random.default_rng(0).standard_normal((8, 128)).astype(np.float32)
     qm = tmac.quantize(w, group_size=32, scheme="m0e4")

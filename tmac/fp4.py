@@ -115,7 +115,7 @@ def _kernel(name):
                 if name == "m0e4":
                     return fp4.m0e4_matmul(packed, first, second, x, qw.shape[0])
                 if name == "e2m1":
-                    return fp4.e2m1_matmul(packed, first, _e2m1.VALUES, x, qw.shape[0])
+                    return fp4.e2m1_matmul(packed, first, x, qw.shape[0])
                 return fp4.int4_matmul(packed, first, second, x, qw.shape[0])
         return run
     return factory

@@ -159,7 +159,7 @@ def bench(m=4096, k=4096, group_size=128, repeats=21, threads=1, seed=0):
     runs = [
         ("M0E4 bit-trick dequant GEMV", lambda: fp4.m0e4_matmul(packed, p1, p2, x, m)),
         ("int4 int-to-float dequant GEMV", lambda: fp4.int4_matmul(packed, p1, p2, x, m)),
-        ("E2M1 table dequant GEMV", lambda: fp4.e2m1_matmul(packed, p1, e2m1.VALUES, x, m)),
+        ("E2M1 bit-decode dequant GEMV", lambda: fp4.e2m1_matmul(packed, p1, x, m)),
         ("LUT 4-bit GEMV (int8 tables, M0E4 weights)", lambda: tmac.matmul(qw, x, threads=threads)),
         ("numpy float32 W @ x", lambda: w @ x[0]),
     ]

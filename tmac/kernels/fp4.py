@@ -8,7 +8,7 @@ float32 weight:
                       w = (v * a) + b
     int4_matmul   int-to-float conversion (the usual dequantization):
                       w = (float32(q) - zero) * scale
-    e2m1_matmul   16-entry value table: w = VALUES[q] * scale
+    e2m1_matmul   E2M1 value built from the code's bits (see _e2m1_nibble): w = value(q) * scale
 
 and then y[n, m] = 0.0, y = y + w[m, k] * x[n, k] for k = 0, 1, ... (float32, no FMA), exactly
 the order of tmac.reference (m0e4.dequant_matmul, dequant_matmul.dequant_matmul,
@@ -23,7 +23,7 @@ so that, for a fixed k, the 64 rows' weights come from 32 consecutive bytes and 
 accumulators are 4 zmm registers: both loops over rows vectorize. Rows are split over threads
 by tile; K is never split (the sum order is fixed).
 
-The bitcast is a one-instruction LLVM intrinsic (no ISA-specific code), so these kernels run
+The bit decoders are small LLVM intrinsics (32-bit integer ops and a bitcast) (no ISA-specific code), so these kernels run
 on every CPU Numba compiles for ("portable" in tmac.dispatch). Nothing compiles at import.
 """
 from __future__ import annotations
@@ -65,6 +65,43 @@ def _m0e4_nibble(high):
 
 m0e4_low = _m0e4_nibble(high=False)
 m0e4_high = _m0e4_nibble(high=True)
+
+
+def _e2m1_nibble(high):
+    """An intrinsic: uint8 byte -> the float32 value of its low (or high) nibble as an E2M1 code.
+
+    Bit operations only (code = s e1 e0 m, mag = e1 e0 m):
+        sign   = (code & 8) << 28                               bit 3 -> float32 bit 31
+        normal = (mag << 22) + (126 << 23)     (e > 0)           exponent e - 1 + 127, mantissa m
+        sub    = mag * (126 << 23)             (e = 0: mag < 2)  0.0, or 0.5 = 2^-1
+        bits   = sign | select(mag < 2, sub, normal)
+    """
+    @intrinsic
+    def decode(typingctx, byte):
+        if byte != types.uint8:
+            return None
+
+        def codegen(context, builder, signature, args):
+            i32 = ir.IntType(32)
+
+            def const(v):
+                return ir.Constant(i32, v)
+
+            q = builder.zext(args[0], i32)
+            q = builder.lshr(q, const(4)) if high else builder.and_(q, const(15))
+            sign = builder.shl(builder.and_(q, const(8)), const(28))
+            mag = builder.and_(q, const(7))
+            normal = builder.add(builder.shl(mag, const(22)), const(126 << 23))
+            sub = builder.mul(mag, const(126 << 23))
+            bits = builder.or_(sign, builder.select(builder.icmp_unsigned("<", mag, const(2)), sub, normal))
+            return builder.bitcast(bits, ir.FloatType())
+
+        return types.float32(byte), codegen
+    return decode
+
+
+e2m1_low = _e2m1_nibble(high=False)
+e2m1_high = _e2m1_nibble(high=True)
 
 
 # ---- layout ------------------------------------------------------------------------------------
@@ -111,12 +148,12 @@ def dequant_int4(pk, scales, zeros, w):
 
 
 @njit(inline="always")
-def dequant_e2m1(pk, scales, values, w):
-    """w[r] = values[q] * scale[r], values the 16 E2M1 values (a table lookup)."""
+def dequant_e2m1(pk, scales, unused, w):
+    """w[r] = value(q) * scale[r], the E2M1 value built from the code's bits (no table, no gather)."""
     for j in range(HALF):
         byte = pk[j]
-        w[j] = values[byte & 15] * scales[j]
-        w[j + HALF] = values[byte >> 4] * scales[j + HALF]
+        w[j] = e2m1_low(byte) * scales[j]
+        w[j + HALF] = e2m1_high(byte) * scales[j + HALF]
 
 
 @njit(inline="always")
@@ -173,8 +210,8 @@ def int4_kernel(packed, scales, zeros, x, out):
 
 
 @njit(cache=True, parallel=True)
-def e2m1_kernel(packed, scales, values, x, out):
-    """As m0e4_kernel with scales (T, G, 64) and values (16,): w = values[q] * scale."""
+def e2m1_kernel(packed, scales, x, out):
+    """As m0e4_kernel with scales (T, G, 64): w = value(q) * scale."""
     n_tiles, k_cols = packed.shape[0], packed.shape[1]
     n_groups = scales.shape[1]
     group = k_cols // n_groups
@@ -183,7 +220,7 @@ def e2m1_kernel(packed, scales, values, x, out):
         w = np.empty(TILE, np.float32)
         acc = np.zeros((n_tok, TILE), np.float32)
         for wg in range(n_groups):
-            first, second = scales[t, wg], values
+            first, second = scales[t, wg], scales[t, wg]
             for kk in range(group):
                 k = wg * group + kk
                 dequant_e2m1(packed[t, k], first, second, w)
@@ -213,7 +250,9 @@ def int4_matmul(packed, scales_packed, zeros_packed, x, m):
     return _run(int4_kernel, packed, scales_packed, zeros_packed, x, m)
 
 
-def e2m1_matmul(packed, scales_packed, values, x, m):
-    """(N, M) float32; equals tmac.reference.e2m1.dequant_matmul bit for bit. values (16,)."""
-    table = np.ascontiguousarray(np.asarray(values, np.float32).reshape(16))
-    return _run(e2m1_kernel, packed, scales_packed, table, x, m)
+def e2m1_matmul(packed, scales_packed, x, m):
+    """(N, M) float32; equals tmac.reference.e2m1.dequant_matmul bit for bit."""
+    x = np.ascontiguousarray(x, np.float32)
+    out = np.empty((x.shape[0], packed.shape[0] * TILE), np.float32)
+    e2m1_kernel(packed, scales_packed, x, out)
+    return np.ascontiguousarray(out[:, :m])
