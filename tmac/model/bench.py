@@ -1,0 +1,100 @@
+"""``tmac bench model``: decode and prefill tokens/s of a real model per format and thread count.
+
+Measured like llama.cpp's ``llama-bench``: prefill = one forward of ``--prompt`` tokens (pp64)
+from an empty cache; decode = ``--decode`` successive one-token forwards (tg128) after one
+token of context. Median of ``--repeat`` runs, after a warm-up run (compilation, caches).
+Tokens are fixed ids (no sampling cost); the weights stay in memory (the model's 70-150 MB
+exceed the L2 cache, so every token reads them from L3 or main memory).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+DEFAULT_FORMATS = ("w4", "w3", "w2", "w1", "ternary", "m0e4", "w4:dequant", "f32")
+
+
+def add_parser(subparsers):
+    """The ``model`` mode of ``tmac bench`` (added by tmac.commands.bench)."""
+    from tmac.model.cli import add_model_arguments
+
+    p = subparsers.add_parser("model", help="tokens/s of a real model (default smollm2) for each "
+                                            "format, 1 and 2 threads, and the dequant baseline")
+    add_model_arguments(p, formats=False)
+    p.set_defaults(threads=None)
+    p.add_argument("--formats", nargs="+", default=list(DEFAULT_FORMATS),
+                   help="formats; NAME:dequant runs the dequantize-then-multiply baseline "
+                        f"(default: {' '.join(DEFAULT_FORMATS)})")
+    p.add_argument("--thread-counts", nargs="+", type=int, default=[1, 2], help="default 1 2")
+    p.add_argument("--prompt", type=int, default=64, help="prefill tokens (default 64)")
+    p.add_argument("--decode", type=int, default=128, help="decode tokens (default 128)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per figure, median (default 3)")
+    p.add_argument("-o", "--output", choices=["md", "json"], default="md")
+    p.set_defaults(run=run)
+
+
+def measure(rt, prompt_ids, n_decode, repeat):
+    """(prefill tokens/s, decode tokens/s), medians over ``repeat`` runs after a warm-up."""
+    pre, dec = [], []
+    for r in range(repeat + 1):
+        rt.reset()
+        start = time.perf_counter()
+        rt.forward(prompt_ids)
+        t_pre = time.perf_counter() - start
+        rt.reset()
+        rt.forward(prompt_ids[:1])
+        token = [int(prompt_ids[1])]
+        start = time.perf_counter()
+        for _ in range(n_decode):
+            rt.forward(token)
+        t_dec = time.perf_counter() - start
+        if r:                                   # run 0 is the warm-up
+            pre.append(len(prompt_ids) / t_pre)
+            dec.append(n_decode / t_dec)
+    return statistics.median(pre), statistics.median(dec)
+
+
+def run(args):
+    import numpy as np
+
+    from tmac.model.cli import open_model, say
+    from tmac.model.runtime import Runtime
+
+    rows = []
+    header = ("| format | matmul | path | bits/weight | weights MB | threads | prefill pp{p} tok/s "
+              "| decode tg{d} tok/s |").format(p=args.prompt, d=args.decode)
+    if args.output == "md":
+        print(header)
+        print("|---|---|---|---:|---:|---:|---:|---:|", flush=True)
+    for spec in args.formats:
+        name, _, matmul = spec.partition(":")
+        matmul = matmul or ("float" if name == "f32" else args.matmul)
+        om, fmt = open_model(args, name, quiet=args.output == "json")
+        vocab = om.model.config.vocab_size
+        prompt = (np.arange(args.prompt) * 7919 + 13) % vocab
+        mats = [om.model.head] + [l[k] for l in om.model.layers
+                                  for k in ("qkv", "o", "gate_up", "down")]
+        n_weights = sum(m.shape[0] * m.shape[1] for m in mats)
+        nbytes = om.model.weight_bytes()
+        for threads in args.thread_counts:
+            rt = Runtime(om.model, max_ctx=args.prompt + args.decode + 1,
+                         max_seq=args.prompt, matmul="lut" if matmul == "float" else matmul,
+                         threads=threads)
+            pre, dec = measure(rt, prompt, args.decode, args.repeat)
+            row = {"format": fmt.label, "matmul": matmul,
+                   "path": "fused" if rt.fused else "per-layer",
+                   "bits_per_weight": round(8 * nbytes / n_weights, 3),
+                   "weight_mb": round(nbytes / 1e6, 1), "threads": threads,
+                   "prefill_tps": round(pre, 1), "decode_tps": round(dec, 1)}
+            rows.append(row)
+            if args.output == "md":
+                print(f"| {row['format']} | {matmul} | {row['path']} | {row['bits_per_weight']} | "
+                      f"{row['weight_mb']} | {threads} | {row['prefill_tps']} | "
+                      f"{row['decode_tps']} |", flush=True)
+            else:
+                say(json.dumps(row))
+    if args.output == "json":
+        print(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
+    return 0

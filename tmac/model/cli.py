@@ -1,0 +1,61 @@
+"""Shared command-line plumbing of ``tmac generate``, ``tmac perplexity`` and ``tmac bench model``."""
+from __future__ import annotations
+
+import sys
+
+from tmac.model.formats import FORMATS
+
+
+def add_model_arguments(p, formats=True):
+    p.add_argument("--model", default="smollm2", help="a GGUF file or a fetched model name "
+                                                     "(default smollm2; run `tmac fetch` first)")
+    if formats:
+        p.add_argument("--format", default="w4", choices=FORMATS,
+                       help="weight format (default w4): f32 = dequantized GGUF weights")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="weights per scale for w1..w4 and m0e4 (default 64; must divide 576 and 1536)")
+    p.add_argument("--sym", action="store_true", help="symmetric w1..w4 (zero fixed at 2^(b-1))")
+    p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
+    p.add_argument("--matmul", default="lut", choices=("lut", "dequant"),
+                   help="lut: tmac's table-lookup kernels (default); dequant: the baseline")
+    p.add_argument("--no-cache", action="store_true",
+                   help="requantize now instead of reusing the cached quantized weights")
+
+
+def say(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def open_model(args, fmt_name=None, quiet=False):
+    """(OpenModel, ModelFormat) for parsed args, with a progress bar while quantizing."""
+    from tmac.model import formats, store
+
+    fmt = formats.parse(fmt_name or args.format, args.group_size, args.sym)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if not quiet:
+        say(f"loading {args.model} as {fmt.label} ...")
+    bar = None
+
+    def progress(done, total):
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None:
+            from rich.progress import Progress
+
+            bar = Progress(transient=True, console=_stderr_console())
+            bar.start()
+            bar.task = bar.add_task(f"quantizing to {fmt.name}", total=total)
+        bar.update(bar.task, completed=done)
+        if done == total:
+            bar.stop()
+
+    om = store.open_model(args.model, fmt, use_cache=not args.no_cache, progress=progress)
+    return om, fmt
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
