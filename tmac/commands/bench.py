@@ -8,6 +8,9 @@ def add_parser(subparsers):
                                             "baseline, measured side by side (median after warm-up)")
     bench.add_arguments(p)
     p.set_defaults(run=run)
+    from tmac.model import bench as model_bench     # `tmac bench model`: a real LLM's tokens/s
+
+    model_bench.add_parser(p.add_subparsers(dest="mode", metavar="{model}"))
 
 
 def run(args):
