@@ -73,7 +73,7 @@ def _e2m1_nibble(high):
     Bit operations only (code = s e1 e0 m, mag = e1 e0 m):
         sign   = (code & 8) << 28                               bit 3 -> float32 bit 31
         normal = (mag << 22) + (126 << 23)     (e > 0)           exponent e - 1 + 127, mantissa m
-        sub    = mag * (126 << 23)             (e = 0: mag < 2)  0.0, or 0.5 = 2^-1
+        sub    = (-mag) & (126 << 23)          (e = 0: mag < 2)  0.0, or 0.5 = 2^-1
         bits   = sign | select(mag < 2, sub, normal)
     """
     @intrinsic
@@ -92,7 +92,7 @@ def _e2m1_nibble(high):
             sign = builder.shl(builder.and_(q, const(8)), const(28))
             mag = builder.and_(q, const(7))
             normal = builder.add(builder.shl(mag, const(22)), const(126 << 23))
-            sub = builder.mul(mag, const(126 << 23))
+            sub = builder.and_(builder.neg(mag), const(126 << 23))
             bits = builder.or_(sign, builder.select(builder.icmp_unsigned("<", mag, const(2)), sub, normal))
             return builder.bitcast(bits, ir.FloatType())
 
