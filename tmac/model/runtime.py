@@ -28,7 +28,7 @@ from tmac.model.formats import ModelFormat, head_format, stack_rows
 from tmac.model.kv_cache import KVCache
 from tmac.model.loader import LlamaConfig, LlamaWeights
 from tmac.model.reference import rope_tables
-from tmac.model.shapes import Graph, plan, sym
+from tmac.model.shapes import Expr, Graph, plan, sym
 
 MATMULS = ("lut", "dequant", "reference")
 
@@ -192,6 +192,8 @@ class Runtime:
         self.plan = plan(self.graph, {"batch": 1, "seq_len": self.max_seq,
                                       "past_len": self.max_ctx - 1, "out_len": self.max_seq})
         self.arena = self.plan.allocate()
+        self._past_dependent = tuple(n for n, t in self.graph.tensors.items()
+                                     if any("past_len" in Expr.lift(d).symbols for d in t.shape))
         self._views = {}
         self.ids = np.zeros(self.max_seq, np.int64)
 
@@ -205,14 +207,18 @@ class Runtime:
         self.cache.reset()
 
     def views(self, seq_len, past_len, out_len):
-        """The planned buffers resolved for these lengths (cached per distinct shape set)."""
-        key = (seq_len, past_len, out_len)
-        v = self._views.get(key)
-        if v is None:
-            if len(self._views) > 4096:
+        """The planned buffers resolved for these lengths. Views of shapes that do not depend
+        on past_len are made once per (seq_len, out_len); the rest (the attention scores) per
+        call: a view costs no copy and no data allocation."""
+        key = (seq_len, out_len)
+        fixed = self._views.get(key)
+        env = dict(batch=1, seq_len=seq_len, past_len=past_len, out_len=out_len)
+        if fixed is None:
+            if len(self._views) > 64:
                 self._views.clear()
-            v = self._views[key] = self.plan.views(self.arena, batch=1, seq_len=seq_len,
-                                                   past_len=past_len, out_len=out_len)
+            fixed = self._views[key] = self.plan.views(self.arena, **env)
+        v = dict(fixed)
+        v.update(self.plan.views(self.arena, only=self._past_dependent, **env))
         return v
 
     # ------------------------------------------------------------------ forward

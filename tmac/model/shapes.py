@@ -174,11 +174,13 @@ class MemoryPlan:
             if s in self.bounds and not 0 <= v <= self.bounds[s]:
                 raise ValueError(f"{s}={v} is outside the planned range 0..{self.bounds[s]}")
 
-    def views(self, arena, **env) -> dict:
-        """Every tensor resolved for ``env`` (symbol values), as a view into ``arena``."""
+    def views(self, arena, only=None, **env) -> dict:
+        """Every tensor (or those named in ``only``) resolved for ``env`` (symbol values), as a
+        view into ``arena``."""
         self.check(env)
         out = {}
-        for name, t in self.graph.tensors.items():
+        for name in self.graph.tensors if only is None else only:
+            t = self.graph.tensors[name]
             shape = resolve(t.shape, env)
             n = int(np.prod(shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
             if n > self.sizes[name]:
