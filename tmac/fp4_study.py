@@ -140,12 +140,10 @@ def plot(rows, path):
 def bench(m=4096, k=4096, group_size=128, repeats=21, threads=1, seed=0):
     """Wall time of the FP4 dequant kernels, the 4-bit LUT kernel and numpy, one GEMV each.
 
-    The kernels run interleaved, one call each per round, ``repeats`` rounds after two warm-up
-    rounds (compile or cache load), so a load change on a shared machine hits all of them alike.
+    Each kernel is timed alone ("hot": the same weights every call) after two warm-up calls
+    (compile or cache load); numpy runs last.
     Returns [(name, median microseconds, minimum microseconds)].
     """
-    import time
-
     import tmac
     from tmac.kernels import fp4, num_threads
 
@@ -156,20 +154,33 @@ def bench(m=4096, k=4096, group_size=128, repeats=21, threads=1, seed=0):
     params = rng.uniform(0.5, 1.5, (m, k // group_size)).astype(np.float32)
     packed, p1, p2 = fp4.pack(codes), fp4.pack_params(params), fp4.pack_params(-params)
     qw = tmac.quantize(w, bits=4, group_size=group_size, scheme="m0e4")
-    runs = [
+    kernels = [
         ("M0E4 bit-trick dequant GEMV", lambda: fp4.m0e4_matmul(packed, p1, p2, x, m)),
         ("int4 int-to-float dequant GEMV", lambda: fp4.int4_matmul(packed, p1, p2, x, m)),
         ("E2M1 bit-decode dequant GEMV", lambda: fp4.e2m1_matmul(packed, p1, x, m)),
         ("LUT 4-bit GEMV (int8 tables, M0E4 weights)", lambda: tmac.matmul(qw, x, threads=threads)),
-        ("numpy float32 W @ x", lambda: w @ x[0]),
     ]
-    times = [[] for _ in runs]
     with num_threads(threads):
-        for round_ in range(repeats + 2):
-            for (_, run), spent in zip(runs, times):
-                start = time.perf_counter()
-                run()
-                if round_ >= 2:
-                    spent.append(time.perf_counter() - start)
-    return [(name, float(np.median(t)) * 1e6, float(np.min(t)) * 1e6)
-            for (name, _), t in zip(runs, times)]
+        rows = _timed(kernels, repeats)
+    # numpy last: OpenBLAS worker threads spin after each call and would slow whatever runs next
+    return rows + _timed([("numpy float32 W @ x", lambda: w @ x[0])], repeats)
+
+
+def _timed(runs, repeats):
+    """[(name, median us, min us)]: each run alone, two warm-up calls then ``repeats`` timed calls.
+
+    (Interleaving the kernels call by call was tried: each then slows the next one down, the
+    LUT kernel up to 2x, so every kernel is timed in its own block, "hot".)"""
+    import time
+
+    rows = []
+    for name, run in runs:
+        for _ in range(2):
+            run()
+        spent = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            spent.append(time.perf_counter() - start)
+        rows.append((name, float(np.median(spent)) * 1e6, float(np.min(spent)) * 1e6))
+    return rows
