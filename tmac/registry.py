@@ -101,5 +101,5 @@ OPS = {
                               "uniform codes < 16: the M0E4 kernel's loop with an int-to-float conversion"),
     "e2m1_dequant_matmul": Op("e2m1_dequant_matmul", _fp4.reference_e2m1, _fp4.kernel_e2m1,
                               ("dequant",),
-                              "OCP E2M1 weights: bit decode times scale, then multiply"),
+                              "OCP E2M1 weights: table decode times scale, then multiply"),
 }
