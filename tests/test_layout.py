@@ -59,6 +59,26 @@ def test_scales_are_transposed_per_64_rows():
     assert not sc[1, :, 6:].any()
 
 
+def test_integer_zeros_are_kept_as_uint8():
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 8, (70, 64)).astype(np.uint8)
+    scales = rng.random((70, 2)).astype(np.float32)
+    zeros = rng.integers(0, 8, (70, 2)).astype(np.float32)
+    zeros[5, 1] = -0.0
+    p = layout.pack(codes, 3, scales, zeros)
+    assert p.zeros_u8.dtype == np.uint8 and p.zeros_u8.shape == p.zeros_t.shape
+    np.testing.assert_array_equal(p.zeros_u8, p.zeros_t)
+    # the offset formed from the byte equals the stored float32 offset, bit for bit
+    # (real rows only: padded rows have offset 0 there but scale 0 either way)
+    formed = (np.float32(3.5) - p.zeros_u8.astype(np.float32)).transpose(0, 2, 1).reshape(-1, 2)
+    stored = p.offsets_t.transpose(0, 2, 1).reshape(-1, 2)
+    assert np.array_equal(formed[:70].view(np.int32), stored[:70].view(np.int32))
+    for bad in (0.5, -1.0, 256.0, np.nan):
+        z = zeros.copy()
+        z[3, 0] = bad
+        assert layout.pack(codes, 3, scales, z).zeros_u8 is None
+
+
 @pytest.mark.parametrize("bad", [np.zeros((2, 2), np.int32), np.full((2, 2), 4, np.uint8)])
 def test_pack_rejects_bad_codes(bad):
     with pytest.raises(ValueError):

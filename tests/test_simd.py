@@ -37,6 +37,9 @@ def _generic(b, f, i32, outb, outf, outi, outt, outq):
     s.store512(outi, 64, s.zero512())
     s.store_tables4_f32(outt, 0, vf)
     s.store_tables4_int8(outq, 0, vf, s.set1_f32_512(np.float32(20.0)))
+    c = s.set1_f32_512(np.float32(7.5))
+    s.store512(outt, 64, s.offsets16(b, 16, c))          # uint8 zeros -> 7.5 - zero
+    s.store512(outt, 80, s.offsets16(f, 0, c))           # float32: the offsets themselves
 
 
 def test_generic_primitives():
@@ -44,7 +47,7 @@ def test_generic_primitives():
     f = rng.standard_normal(32).astype(np.float32)
     i32 = rng.integers(-2**20, 2**20, 32).astype(np.int32)
     outb, outf = np.zeros(448, np.uint8), np.zeros(64, np.float32)
-    outi, outt, outq = np.zeros(80, np.int32), np.zeros(64, np.float32), np.zeros(64, np.int8)
+    outi, outt, outq = np.zeros(80, np.int32), np.zeros(96, np.float32), np.zeros(64, np.int8)
     _generic(b, f, i32, outb, outf, outi, outt, outq)
     x, y = b[:64], b[64:]
     assert np.array_equal(outb[:64], x & y) and np.array_equal(outb[64:128], x | y)
@@ -61,7 +64,9 @@ def test_generic_primitives():
     assert not outi[64:].any()
     from tmac.reference import tables as rt
     want = rt.build_tables_mirrored(f[None, :16])[0].reshape(-1)
-    assert np.array_equal(outt.view(np.int32), want.view(np.int32))
+    assert np.array_equal(outt[:64].view(np.int32), want.view(np.int32))
+    assert np.array_equal(outt[64:80], np.float32(7.5) - b[16:32].astype(np.float32))
+    assert np.array_equal(outt[80:96].view(np.int32), f[:16].view(np.int32))
     want_q = np.clip(np.rint(rt.build_tables_mirrored(f[None, :16])[0] * np.float32(20)), -127, 127)
     assert np.array_equal(outq, want_q.astype(np.int8).reshape(-1))
 

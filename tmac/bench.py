@@ -125,8 +125,12 @@ def _weights(m, k, bits, group_size, rng):
     return pack(codes, b, scales, zeros), codes, scales, zeros, b
 
 
-def _weight_bytes(packed):
-    return packed.data.nbytes + packed.scales_t.nbytes + packed.offsets_t.nbytes
+def _weight_bytes(packed, isa="portable"):
+    """Bytes one LUT call reads from the weight: codes, scales and offsets (or uint8 zeros)."""
+    from tmac.kernels.lut import transposed_scales
+
+    sc, off = transposed_scales(packed, None, None, packed.bits, isa)
+    return packed.data.nbytes + sc.nbytes + off.nbytes
 
 
 def bench_case(m, k, bits, n, regime, threads, group_size=128, act_group_size=None,
@@ -145,14 +149,16 @@ def bench_case(m, k, bits, n, regime, threads, group_size=128, act_group_size=No
         copies = max(2, -(-(cold_bytes or 2 * last_level_cache_bytes()) // _weight_bytes(packed)))
     lut_set = Rotation([packed] + [packed._replace(data=packed.data.copy(),
                                                    scales_t=packed.scales_t.copy(),
-                                                   offsets_t=packed.offsets_t.copy())
+                                                   offsets_t=packed.offsets_t.copy(),
+                                                   zeros_u8=None if packed.zeros_u8 is None
+                                                   else packed.zeros_u8.copy())
                                    for _ in range(copies - 1)])
     path = dispatch.choose("lut_int8", isa)
     row = {"shape": f"{m}x{k}", "bits": str(bits), "n": n, "regime": regime, "threads": threads,
            "isa": path, "group_size": k if bits == "ternary" else group_size, "act_group_size": act}
     row["lut_us"] = median_us(lambda: kernels.lut_matmul(lut_set.next(), scales, zeros, b, x, act,
                                                          isa=isa, threads=threads), repeat=repeat)
-    row["weight_gbps"] = _weight_bytes(packed) / row["lut_us"] / 1e3
+    row["weight_gbps"] = _weight_bytes(packed, path) / row["lut_us"] / 1e3
     p = klut.plan(k, scales.shape[1], act)
     row["tables_us"] = median_us(lambda: ktables.prepare_int8(
         x, p.k_units, p.act_group_size, p.n_act_groups, p.starts, p.stops, p.act_group), repeat=repeat)

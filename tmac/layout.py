@@ -41,6 +41,11 @@ class PackedCodes(NamedTuple):
              one weight group are contiguous (vector loads in the epilogue); 0 for padded rows
     offsets_t same shape: float32((2^bits - 1) / 2) - zeros, the epilogue's zero-point term
     zeros_t   same shape: the zeros themselves (the dequant baseline needs them exactly)
+    zeros_u8  same shape, uint8: the zeros again when every one is an integer in 0..255 (GPTQ,
+             symmetric, ternary: the usual case), else None. The AVX-512 kernel then reads one
+             byte per row and group instead of a 4-byte offset and forms the offset itself
+             (``float32((2^b - 1)/2) - float32(zero)``, the same single subtraction, same bits):
+             0.375 bit less traffic per weight at group size 128.
     """
 
     data: np.ndarray
@@ -50,6 +55,7 @@ class PackedCodes(NamedTuple):
     scales_t: Optional[np.ndarray] = None
     offsets_t: Optional[np.ndarray] = None
     zeros_t: Optional[np.ndarray] = None
+    zeros_u8: Optional[np.ndarray] = None
 
     @property
     def k_padded(self) -> int:
@@ -98,8 +104,9 @@ def pack(codes, bits: int, scales=None, zeros=None) -> PackedCodes:
     packed = PackedCodes(data, m, k, bits)
     if scales is not None:
         scales_t, offsets_t = pack_scales(scales, zeros, bits)
-        packed = packed._replace(scales_t=scales_t, offsets_t=offsets_t,
-                                 zeros_t=transpose_rows(zeros))
+        zeros_t = transpose_rows(zeros)
+        packed = packed._replace(scales_t=scales_t, offsets_t=offsets_t, zeros_t=zeros_t,
+                                 zeros_u8=small_integer_zeros(zeros_t))
     return packed
 
 
@@ -129,6 +136,16 @@ def pack_scales(scales, zeros, bits: int) -> tuple[np.ndarray, np.ndarray]:
     mp = -(-m // ROW_TILE) * ROW_TILE
     offsets = np.float32((2**bits - 1) / 2) - zeros
     return transpose_rows(scales), transpose_rows(offsets)
+
+
+def small_integer_zeros(zeros_t) -> Optional[np.ndarray]:
+    """Transposed zeros as uint8 if every one is an integer in 0..255 (exactly), else None.
+
+    (-0.0 becomes 0: ``c - 0.0`` and ``c - (-0.0)`` are the same float for c > 0.)"""
+    z = np.asarray(zeros_t, np.float32)
+    if not np.all((z >= 0) & (z <= 255) & (z == np.rint(z))):   # NaN fails every test
+        return None
+    return np.ascontiguousarray(z.astype(np.uint8))
 
 
 def transpose_rows(a) -> np.ndarray:

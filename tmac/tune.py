@@ -69,6 +69,14 @@ def key(isa: str, m: int, k: int, bits: int, n: int, threads: int, lut: str) -> 
     return f"{cpu}|{isa}|{m}x{k}|b{bits}|n{n_bucket}|t{threads}|{lut}"
 
 
+def has_entries() -> bool:
+    """Whether the tuning cache holds any choice (loads it on first use)."""
+    global _cache
+    if _cache is None:
+        _cache = load_cache()
+    return bool(_cache)
+
+
 def lookup(isa, m, k, bits, n, threads, lut) -> int | None:
     """Tuned tiles_per_task for this configuration, or None (use the default)."""
     global _cache

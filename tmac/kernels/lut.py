@@ -36,6 +36,8 @@ class Plan:
     u0: np.ndarray         # 16-column units [u0, u1) touched by each block
     u1: np.ndarray
     aligned: bool          # every block starts on a unit and ends on a unit or at Kp
+    blocks: np.ndarray     # (7, nblocks) int64: u0, u1, 4*u0, weight_group, starts, stops,
+                           # act_group (one argument for tmac.kernels.lut_avx512.matmul_int8_avx512)
 
 
 @functools.lru_cache(maxsize=256)
@@ -56,9 +58,12 @@ def plan(k: int, n_weight_groups: int, act_group_size: int) -> Plan:
     aligned = bool(np.all(starts % UNIT_K == 0) and np.all((stops % UNIT_K == 0) | (stops == kp)))
     arrays = [starts, stops, starts // w_eff, starts // a_eff, starts // 4, stops // 4,
               starts // UNIT_K, -(-stops // UNIT_K)]
-    for a in arrays:
+    blocks = np.ascontiguousarray(np.stack([arrays[6], arrays[7], 4 * arrays[6], arrays[2], starts, stops,
+                                            arrays[3]]))
+    for a in arrays + [blocks]:
         a.setflags(write=False)
-    return Plan(kp, kpp, int(act_group_size), (kp - 4) // int(act_group_size) + 1, *arrays, aligned)
+    return Plan(kp, kpp, int(act_group_size), (kp - 4) // int(act_group_size) + 1, *arrays, aligned,
+                blocks)
 
 
 def pad_activations(x, k_units: int) -> np.ndarray:
@@ -110,9 +115,14 @@ def block_sums(xp, p: Plan):
     return out
 
 
-def transposed_scales(packed: PackedCodes, scales, zeros, bits):
-    """(sc, off) in the kernel layout: from the packed weight if it carries them, else now."""
+def transposed_scales(packed: PackedCodes, scales, zeros, bits, isa="portable"):
+    """(sc, off) in the kernel layout: from the packed weight if it carries them, else now.
+
+    On the avx512 path ``off`` is the uint8 zero points when the weight has them
+    (PackedCodes.zeros_u8; the kernel forms the offsets), else float32 offsets."""
     if packed.scales_t is not None:
+        if isa == "avx512" and packed.zeros_u8 is not None:
+            return packed.scales_t, packed.zeros_u8
         return packed.scales_t, packed.offsets_t
     return pack_scales(scales, zeros, bits)
 
@@ -132,7 +142,7 @@ def run_lut(packed: PackedCodes, scales, zeros, x, act_group_size: int, lut: str
 
     x = np.ascontiguousarray(x, np.float32)
     p = plan(packed.k, scales.shape[1], act_group_size)
-    sc, off = transposed_scales(packed, scales, zeros, packed.bits)
+    sc, off = transposed_scales(packed, scales, zeros, packed.bits, isa)
     n_tiles = packed.data.shape[0]
     if tiles_per_task is None:
         from tmac import tune
@@ -151,4 +161,47 @@ def run_lut(packed: PackedCodes, scales, zeros, x, act_group_size: int, lut: str
     else:
         t, xsum = _tables.prepare_f32(x, p.k_units, p.starts, p.stops)
         kernel(packed.data, t, p.g0, p.g1, xsum, xsum, p.weight_group, sc, off, out, tpt)
+    return out[:, :packed.m] if x.shape[0] == 1 else np.ascontiguousarray(out[:, :packed.m])
+
+
+@functools.lru_cache(maxsize=None)
+def _thread_control():
+    """(get, set, max) for Numba's thread count. Numba's public get/set cost ~1-2 µs per call
+    (lock + checks); once the pool is up, its ctypes entry points do the same in ~0.1 µs."""
+    import numba
+    from numba.np.ufunc import parallel
+
+    numba.get_num_threads()                      # launches the pool
+    get = getattr(parallel, "_get_num_threads", None)
+    put = getattr(parallel, "_set_num_threads", None)
+    if get is None or put is None:
+        get, put = numba.get_num_threads, numba.set_num_threads
+    return get, put, numba.config.NUMBA_NUM_THREADS
+
+
+def run_int8_avx512(packed: PackedCodes, x, act_group_size: int, threads, tiles_per_task):
+    """The int8 avx512 matmul in one compiled call (table build + kernel), or None when the plan
+    is not unit-aligned (run_lut then handles it). Needs ``packed.scales_t``."""
+    x = np.ascontiguousarray(x, np.float32)
+    p = plan(packed.k, packed.scales_t.shape[1], act_group_size)
+    if not p.aligned:
+        return None
+    from tmac import tune
+    from tmac.kernels.lut_avx512 import matmul_int8_avx512
+
+    get, put, most = _thread_control()
+    before = get()
+    t = before if threads is None else max(1, min(int(threads), most))
+    if tiles_per_task is None and tune.has_entries():
+        tiles_per_task = tune.lookup("avx512", packed.m, packed.k, packed.bits, x.shape[0], t, "int8")
+    tpt = tiles_per_task or default_tiles_per_task(packed.data.shape[0], t)
+    off = packed.zeros_u8 if packed.zeros_u8 is not None else packed.offsets_t
+    if t != before:
+        put(t)
+    try:
+        out = matmul_int8_avx512(x, p.k_units, p.act_group_size, p.n_act_groups, p.blocks,
+                                 packed.data, packed.scales_t, off, tpt)
+    finally:
+        if t != before:
+            put(before)
     return out[:, :packed.m] if x.shape[0] == 1 else np.ascontiguousarray(out[:, :packed.m])

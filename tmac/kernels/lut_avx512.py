@@ -20,23 +20,32 @@ per register, in the contract's order.
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
-from tmac.kernels.simd import (add_f32, add_i32, cvt_i32_f32, dpbusd512, load512, mul_f32, permb512,
-                               permps512, set1_f32_512, set1_i8_512, set1_i32_512, srl_i16,
+from tmac.kernels.simd import (add_f32, add_i32, cvt_i32_f32, dpbusd512, load512, mul_f32, offsets16,
+                               permb512, permps512, set1_f32_512, set1_i8_512, set1_i32_512, srl_i16,
                                prefetch, srl_i32, store512, vand, vor, zero512)
+
+from tmac.kernels import simd as _simd
+from tmac.kernels import tables as _tables
+from tmac.kernels.cachedeps import drop_stale_cache
+from tmac.kernels.tables import prepare_int8
 
 PREFETCH_BYTES = 2048   # software prefetch distance in the packed stream
 
 
 @njit(cache=True, inline="always")
-def _epilogue4(y0, y1, y2, y3, l0, l1, l2, l3, sc, off, base, xs):
-    """y_q = y_q + sc_q * (l_q + off_q * xs) for 4 x 16 rows; sc/off read at flat ``base``."""
+def _epilogue4(y0, y1, y2, y3, l0, l1, l2, l3, sc, off, base, xs, cv):
+    """y_q = y_q + sc_q * (l_q + off_q * xs) for 4 x 16 rows; sc/off read at flat ``base``.
+
+    ``off`` is float32 offsets or uint8 integer zero points (offset = cv - zero, cv holding
+    float32((2^b - 1)/2): the contract's single subtraction, see simd.offsets16)."""
     xv = set1_f32_512(xs)
-    y0 = add_f32(y0, mul_f32(load512(sc, base), add_f32(l0, mul_f32(load512(off, base), xv))))
-    y1 = add_f32(y1, mul_f32(load512(sc, base + 16), add_f32(l1, mul_f32(load512(off, base + 16), xv))))
-    y2 = add_f32(y2, mul_f32(load512(sc, base + 32), add_f32(l2, mul_f32(load512(off, base + 32), xv))))
-    y3 = add_f32(y3, mul_f32(load512(sc, base + 48), add_f32(l3, mul_f32(load512(off, base + 48), xv))))
+    y0 = add_f32(y0, mul_f32(load512(sc, base), add_f32(l0, mul_f32(offsets16(off, base, cv), xv))))
+    y1 = add_f32(y1, mul_f32(load512(sc, base + 16), add_f32(l1, mul_f32(offsets16(off, base + 16, cv), xv))))
+    y2 = add_f32(y2, mul_f32(load512(sc, base + 32), add_f32(l2, mul_f32(offsets16(off, base + 32, cv), xv))))
+    y3 = add_f32(y3, mul_f32(load512(sc, base + 48), add_f32(l3, mul_f32(offsets16(off, base + 48, cv), xv))))
     return y0, y1, y2, y3
 
 
@@ -58,49 +67,61 @@ def _unit_int8(a0, a1, a2, a3, data, at, bits, t, low4, group_base):
     return a0, a1, a2, a3
 
 
+@njit(cache=True, inline="always")
+def _tile_1(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile, n, cv, low4, group_base):
+    """One token, one 64-row tile: all blocks; y in registers, stored once.
+
+    Units alternate between two sets of accumulators (a*, b*) so that 8 independent vpdpbusd
+    chains hide its 5-cycle latency; the sets are added (exact int32) per block."""
+    n_units, bits = data.shape[1], data.shape[2]
+    n_groups, n_blocks = tables.shape[1], u0.shape[0]
+    n_wg, m_pad = sc.shape[1], out.shape[1]
+    unit_bytes = bits * 128
+    y0 = zero512(); y1 = zero512(); y2 = zero512(); y3 = zero512()
+    for b in range(n_blocks):
+        a0 = zero512(); a1 = zero512(); a2 = zero512(); a3 = zero512()
+        b0 = zero512(); b1 = zero512(); b2 = zero512(); b3 = zero512()
+        tab = (n * n_groups + s0[b]) * 16
+        at = (tile * n_units + u0[b]) * unit_bytes
+        n_u = u1[b] - u0[b]
+        for _ in range(n_u >> 1):
+            a0, a1, a2, a3 = _unit_int8(a0, a1, a2, a3, data, at, bits,
+                                        load512(tables, tab), low4, group_base)
+            b0, b1, b2, b3 = _unit_int8(b0, b1, b2, b3, data, at + unit_bytes, bits,
+                                        load512(tables, tab + 64), low4, group_base)
+            tab += 128
+            at += 2 * unit_bytes
+        if n_u & 1:
+            a0, a1, a2, a3 = _unit_int8(a0, a1, a2, a3, data, at, bits,
+                                        load512(tables, tab), low4, group_base)
+        h = set1_f32_512(half[n, b])
+        y0, y1, y2, y3 = _epilogue4(
+            y0, y1, y2, y3,
+            mul_f32(cvt_i32_f32(add_i32(a0, b0)), h), mul_f32(cvt_i32_f32(add_i32(a1, b1)), h),
+            mul_f32(cvt_i32_f32(add_i32(a2, b2)), h), mul_f32(cvt_i32_f32(add_i32(a3, b3)), h),
+            sc, off, (tile * n_wg + wg[b]) * 64, xsum[n, b], cv)
+    o = n * m_pad + tile * 64
+    store512(out, o, y0); store512(out, o + 16, y1)
+    store512(out, o + 32, y2); store512(out, o + 48, y3)
+
+
 @njit(cache=True, parallel=True)
 def lut_int8_avx512(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tiles_per_task):
     """int8 LUT GEMV/GEMM. tables (N, G', 16) int8 (see module docstring for u0, u1, s0).
 
-    Units alternate between two sets of accumulators (a*, b*) so that 8 independent
-    vpdpbusd chains hide its 5-cycle latency; the sets are added (exact int32) per block.
+    ``off``: float32 offsets or uint8 integer zero points (tmac.layout.PackedCodes.zeros_u8).
     """
-    n_tiles, n_units, bits = data.shape[0], data.shape[1], data.shape[2]
-    n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], u0.shape[0]
-    n_wg, m_pad = sc.shape[1], out.shape[1]
+    n_tiles, bits = data.shape[0], data.shape[2]
+    n_tok = tables.shape[0]
     n_tasks = -(-n_tiles // tiles_per_task)
-    unit_bytes = bits * 128
+    cv = set1_f32_512(((1 << bits) - 1) * 0.5)        # exact: 0.5, 1.5, 3.5, 7.5
     for task in prange(n_tasks):
         low4 = set1_i8_512(15)
         group_base = set1_i32_512(0x30201000)          # byte k of each lane -> 16 * k
         for tile in range(task * tiles_per_task, min(n_tiles, (task + 1) * tiles_per_task)):
             for n in range(n_tok):
-                y0 = zero512(); y1 = zero512(); y2 = zero512(); y3 = zero512()
-                for b in range(n_blocks):
-                    a0 = zero512(); a1 = zero512(); a2 = zero512(); a3 = zero512()
-                    b0 = zero512(); b1 = zero512(); b2 = zero512(); b3 = zero512()
-                    tab = (n * n_groups + s0[b]) * 16
-                    at = (tile * n_units + u0[b]) * unit_bytes
-                    n_u = u1[b] - u0[b]
-                    for _ in range(n_u >> 1):
-                        a0, a1, a2, a3 = _unit_int8(a0, a1, a2, a3, data, at, bits,
-                                                    load512(tables, tab), low4, group_base)
-                        b0, b1, b2, b3 = _unit_int8(b0, b1, b2, b3, data, at + unit_bytes, bits,
-                                                    load512(tables, tab + 64), low4, group_base)
-                        tab += 128
-                        at += 2 * unit_bytes
-                    if n_u & 1:
-                        a0, a1, a2, a3 = _unit_int8(a0, a1, a2, a3, data, at, bits,
-                                                    load512(tables, tab), low4, group_base)
-                    h = set1_f32_512(half[n, b])
-                    y0, y1, y2, y3 = _epilogue4(
-                        y0, y1, y2, y3,
-                        mul_f32(cvt_i32_f32(add_i32(a0, b0)), h), mul_f32(cvt_i32_f32(add_i32(a1, b1)), h),
-                        mul_f32(cvt_i32_f32(add_i32(a2, b2)), h), mul_f32(cvt_i32_f32(add_i32(a3, b3)), h),
-                        sc, off, (tile * n_wg + wg[b]) * 64, xsum[n, b])
-                o = n * m_pad + tile * 64
-                store512(out, o, y0); store512(out, o + 16, y1)
-                store512(out, o + 32, y2); store512(out, o + 48, y3)
+                _tile_1(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile, n, cv,
+                        low4, group_base)
 
 
 @njit(cache=True, parallel=True)
@@ -112,6 +133,7 @@ def lut_f32_avx512(data, tables, g0, g1, half, xsum, wg, sc, off, out, tiles_per
     n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], g0.shape[0]
     n_wg, m_pad = sc.shape[1], out.shape[1]
     n_tasks = -(-n_tiles // tiles_per_task)
+    cv = set1_f32_512(((1 << bits) - 1) * 0.5)
     for task in prange(n_tasks):
         for tile in range(task * tiles_per_task, min(n_tiles, (task + 1) * tiles_per_task)):
             for n in range(n_tok):
@@ -134,7 +156,25 @@ def lut_f32_avx512(data, tables, g0, g1, half, xsum, wg, sc, off, out, tiles_per
                         l0 = add_f32(l0, mul_f32(f0, c)); l1 = add_f32(l1, mul_f32(f1, c))
                         l2 = add_f32(l2, mul_f32(f2, c)); l3 = add_f32(l3, mul_f32(f3, c))
                     y0, y1, y2, y3 = _epilogue4(y0, y1, y2, y3, l0, l1, l2, l3,
-                                                sc, off, (tile * n_wg + wg[b]) * 64, xsum[n, b])
+                                                sc, off, (tile * n_wg + wg[b]) * 64, xsum[n, b], cv)
                 o = n * m_pad + tile * 64
                 store512(out, o, y0); store512(out, o + 16, y1)
                 store512(out, o + 32, y2); store512(out, o + 48, y3)
+
+
+@njit(cache=True)
+def matmul_int8_avx512(x, k_units, act_group_size, n_act, blocks, data, sc, off, tiles_per_task):
+    """A whole int8 LUT matmul in one compiled call: tables (tmac.kernels.tables.prepare_int8)
+    then lut_int8_avx512; returns out (N, Mt * 64) float32.
+
+    blocks   (7, nblocks) int64: rows u0, u1, s0, weight group, start, stop, act group
+             (aligned plans: s0 = 4 * u0, the tables need no per-block copy)
+    """
+    qt, half, xsum = prepare_int8(x, k_units, act_group_size, n_act, blocks[4], blocks[5], blocks[6])
+    out = np.empty((x.shape[0], data.shape[0] * 64), np.float32)
+    lut_int8_avx512(data, qt, blocks[0], blocks[1], blocks[2], half, xsum, blocks[3], sc, off, out,
+                    tiles_per_task)
+    return out
+
+
+drop_stale_cache(matmul_int8_avx512, __file__, [_tables.__file__, _simd.__file__])

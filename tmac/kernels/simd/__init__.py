@@ -478,3 +478,36 @@ def prefetch(typingctx, arr, idx):
 
 
 __all__ += ["prefetch"]
+
+
+@intrinsic
+def offsets16(typingctx, arr, idx, c):
+    """offsets16(arr, i, c) -> v512 of 16 float32 epilogue offsets starting at arr.flat[i].
+
+    ``arr`` float32: the offsets themselves (a plain 64-byte load).
+    ``arr`` uint8: integer zero points; returns ``c - float32(zero)`` lane by lane (16-byte load,
+    zero-extend, exact int-to-float conversion, one float32 subtraction): the same single
+    rounding as the contract's ``offset = float32((2^b - 1)/2) - zero`` when ``c`` holds that
+    constant, so both forms give the same bits. Generic IR: safe on every CPU.
+    """
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer) or c != v512:
+        return None
+    if arr.dtype not in (types.float32, types.uint8):
+        return None
+    as_float = arr.dtype == types.float32
+
+    def codegen(context, builder, sig, args):
+        if as_float:
+            lt = ir.VectorType(ir.IntType(64), 8)
+            ptr = _vec_pointer(context, builder, sig.args[0], args[0], args[1], lt)
+            return builder.load(ptr, align=1, typ=lt)
+        t16 = ir.VectorType(_I8, 16)
+        ptr = _vec_pointer(context, builder, sig.args[0], args[0], args[1], t16)
+        z = builder.uitofp(builder.zext(builder.load(ptr, align=1, typ=t16), ir.VectorType(_I32, 16)),
+                           ir.VectorType(_F32, 16))
+        return _back(builder, builder.fsub(_as(builder, args[2], v512, _F32), z), v512)
+
+    return v512(arr, idx, c), codegen
+
+
+__all__ += ["offsets16"]
