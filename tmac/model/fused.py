@@ -103,7 +103,10 @@ def layers_avx512(dims, eps, pos, x, attn_norm, ffn_norm, cos, sin, kv,
         ops.rope(qkv, t, 0, n_heads, hd, rope_dim, cos, sin, pos)
         ops.rope(qkv, t, dim, n_kv, hd, rope_dim, cos, sin, pos)
         ops.store_kv(qkv, t, dim, n_kv, hd, kv[layer], pos)
-        ops.attention(qkv, t, n_heads, n_kv, hd, kv[layer], pos, scores, attn)
+        if t > 1:
+            ops.attention_parallel(qkv, t, n_heads, n_kv, hd, kv[layer], pos, scores, attn)
+        else:
+            ops.attention(qkv, t, n_heads, n_kv, hd, kv[layer], pos, scores, attn)
         lut_linear(attn, _layer_weight(w_o, layer), b_o, o, tiles[1])
         ops.add_into(x, t, dim, o)
         ops.rms_norm(x, 0, t, dim, ffn_norm[layer], eps, h)

@@ -58,37 +58,52 @@ def store_kv(qkv, n_rows, dim, n_kv, head_dim, layer_kv, pos):
                 layer_kv[1, h, pos + t, d] = qkv[t, dim + kv_dim + h * head_dim + d]
 
 
-@njit(cache=True, fastmath=FAST, parallel=True)
+@njit(cache=True, fastmath=FAST, inline="always")
+def _attention_head(qkv, n_rows, h, kh, head_dim, layer_kv, pos, scores, out):
+    """One query head over the cache prefix [0, pos + t] for each of the n_rows queries."""
+    scale = np.float32(1.0 / math.sqrt(head_dim))
+    q0 = h * head_dim
+    for t in range(n_rows):
+        length = pos + t + 1
+        best = np.float32(-np.inf)
+        for s in range(length):
+            dot = np.float32(0.0)
+            for d in range(head_dim):
+                dot += qkv[t, q0 + d] * layer_kv[0, kh, s, d]
+            dot *= scale
+            scores[h, t, s] = dot
+            best = max(best, dot)
+        total = np.float32(0.0)
+        for s in range(length):
+            e = np.exp(scores[h, t, s] - best)
+            scores[h, t, s] = e
+            total += e
+        inv = np.float32(1.0) / total
+        for d in range(head_dim):
+            out[t, q0 + d] = np.float32(0.0)
+        for s in range(length):
+            p = scores[h, t, s] * inv
+            for d in range(head_dim):
+                out[t, q0 + d] += p * layer_kv[1, kh, s, d]
+
+
+@njit(cache=True, fastmath=FAST)
 def attention(qkv, n_rows, n_heads, n_kv, head_dim, layer_kv, pos, scores, out):
     """Causal grouped-query attention of the n_rows queries (columns 0..dim of qkv) over the
-    cache prefix [0, pos + t]; heads run in parallel. scores (n_heads, n_rows, >= pos+n_rows)."""
+    cache prefix; scores (n_heads, n_rows, >= pos + n_rows) is scratch. Query head h reads KV
+    head h // (n_heads / n_kv). One thread: a decode step's attention is short, and waking
+    threads for it costs more than it saves on a busy machine."""
     group = n_heads // n_kv
-    scale = np.float32(1.0 / math.sqrt(head_dim))
+    for h in range(n_heads):
+        _attention_head(qkv, n_rows, h, h // group, head_dim, layer_kv, pos, scores, out)
+
+
+@njit(cache=True, fastmath=FAST, parallel=True)
+def attention_parallel(qkv, n_rows, n_heads, n_kv, head_dim, layer_kv, pos, scores, out):
+    """``attention`` with the heads spread over threads (prefill: n_rows > 1)."""
+    group = n_heads // n_kv
     for h in prange(n_heads):
-        kh = h // group
-        q0 = h * head_dim
-        for t in range(n_rows):
-            length = pos + t + 1
-            best = np.float32(-np.inf)
-            for s in range(length):
-                dot = np.float32(0.0)
-                for d in range(head_dim):
-                    dot += qkv[t, q0 + d] * layer_kv[0, kh, s, d]
-                dot *= scale
-                scores[h, t, s] = dot
-                best = max(best, dot)
-            total = np.float32(0.0)
-            for s in range(length):
-                e = np.exp(scores[h, t, s] - best)
-                scores[h, t, s] = e
-                total += e
-            inv = np.float32(1.0) / total
-            for d in range(head_dim):
-                out[t, q0 + d] = np.float32(0.0)
-            for s in range(length):
-                p = scores[h, t, s] * inv
-                for d in range(head_dim):
-                    out[t, q0 + d] += p * layer_kv[1, kh, s, d]
+        _attention_head(qkv, n_rows, h, h // group, head_dim, layer_kv, pos, scores, out)
 
 
 @njit(cache=True, fastmath=FAST)

@@ -272,8 +272,9 @@ class Runtime:
             ops.rope(v["qkv"], t, 0, c.n_heads, c.head_dim, c.rope_dim, self.cos, self.sin, pos)
             ops.rope(v["qkv"], t, c.dim, c.n_kv_heads, c.head_dim, c.rope_dim, self.cos, self.sin, pos)
             ops.store_kv(v["qkv"], t, c.dim, c.n_kv_heads, c.head_dim, kv[i], pos)
-            ops.attention(v["qkv"], t, c.n_heads, c.n_kv_heads, c.head_dim, kv[i], pos,
-                          v["scores"], v["attn"])
+            attention = ops.attention_parallel if t > 1 and self.matmul != "float" else ops.attention
+            attention(v["qkv"], t, c.n_heads, c.n_kv_heads, c.head_dim, kv[i], pos,
+                      v["scores"], v["attn"])
             self._linear("o", lw["o"], v["attn"], v["o"], v)
             ops.add_into(v["x"], t, c.dim, v["o"])
             ops.rms_norm(v["x"], 0, t, c.dim, lw["ffn_norm"], c.norm_eps, v["h"])
