@@ -48,3 +48,18 @@ def test_tune_writes_a_cache_entry_per_case(tmp_path, monkeypatch, capsys):
 def test_bad_arguments_exit_2(argv, capsys):
     assert main(argv) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_reports_render_as_rich_html_and_markdown():
+    from rich.console import Console
+
+    from tmac.display import Report
+
+    report = Report("speeds", [("name", "kernel", "{}"), ("us", "µs", "{:.1f}")],
+                    [{"name": "lut", "us": 12.345}, {"name": "numpy"}])
+    console = Console(record=True, width=80)
+    console.print(report)
+    text = console.export_text()
+    assert "12.3" in text and "numpy" in text and "-" in text
+    assert "<td>12.3</td>" in report._repr_html_()
+    assert report.to_markdown().splitlines()[2] == "| lut | 12.3 |"

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from tmac import validation
+from tmac.display import Report
 from tmac.tune import parse_shape
 
 SHAPES = ("4096x4096", "11008x4096", "4096x11008")
@@ -188,14 +189,6 @@ COLUMNS = [("shape", "shape", "{}"), ("bits", "bits", "{}"), ("n", "N", "{}"), (
            ("vs_dequant", "lut/dequant", "{:.3f}")]
 
 
-def to_markdown(rows) -> str:
-    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
-    lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        lines.append("| " + " | ".join(c[2].format(r[c[0]]) if c[0] in r else "" for c in cols) + " |")
-    return "\n".join(lines)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), help="MxK, e.g. 4096x4096")
     parser.add_argument("--bits", nargs="+", default=list(BITS), help="1 2 3 4 ternary")
@@ -212,8 +205,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "bit trick, int4 int-to-float, E2M1) beside the 4-bit LUT; see docs/fp4.md")
 
 
-def run(args) -> list:
-    """Run every case of parsed ``args``; prints each row as it completes (md) and returns rows."""
+def run(args):
+    """Run every case of parsed ``args``; prints each row as it completes (md) and returns a
+    ``tmac.display.Report`` (rich table in a terminal, HTML in Jupyter)."""
     from tmac import kernels
 
     kernels.warmup(args.isa)
@@ -229,12 +223,12 @@ def run(args) -> list:
                                          repeat=args.repeat)
                         rows.append(row)
                         if args.output == "md":
-                            print(to_markdown([row]).splitlines()[-1] if len(rows) > 1
-                                  else to_markdown([row]), flush=True)
+                            table = Report("", COLUMNS, [row]).to_markdown()
+                            print(table.splitlines()[-1] if len(rows) > 1 else table, flush=True)
     fp4 = _fp4_rows(args) if getattr(args, "fp4", False) else []
     if args.output == "json":
         print(json.dumps({"command": " ".join(sys.argv), "rows": rows, "fp4": fp4}, indent=1))
-    return rows
+    return Report("tmac bench: median µs after warm-up", COLUMNS, rows)
 
 
 # ---- FP4 section (tmac.fp4_study.bench, docs/fp4.md): its own table, hot weights, N = 1 --------

@@ -125,23 +125,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--isa", default=None)
 
 
-def run(args) -> int:
-    """Tune every requested case and save the cache; prints one line per case."""
+REPORT_COLUMNS = [("case", "case", "{}"), ("isa", "path", "{}"), ("tiles_per_task", "tiles per task", "{}"),
+                  ("us", "µs", "{:.0f}"), ("tried", "tried (tiles: µs)", "{}")]
+
+
+def run(args):
+    """Tune every requested case and save the cache; prints one line per case and returns a
+    ``tmac.display.Report``. Interrupting (Ctrl-C) leaves the previous cache file intact."""
+    from tmac.display import Report, progress
+
     global _cache
     data = load_cache()
-    for shape in args.shapes:
-        m, k = parse_shape(shape)
-        for bits in args.bits:
-            for n in args.n:
-                for threads in args.threads:
-                    for lut in args.lut:
-                        res = tune_one(m, k, bits, n, threads, lut, isa=args.isa)
-                        data[key(res["isa"], m, k, bits, n, threads, lut)] = res
-                        print(f"{shape} b{bits} n{n} t{threads} {lut}: tiles_per_task="
-                              f"{res['tiles_per_task']} ({res['us']:.0f} µs) tried {res['tried']}", flush=True)
+    cases = [(shape, bits, n, threads, lut) for shape in args.shapes for bits in args.bits
+             for n in args.n for threads in args.threads for lut in args.lut]
+    shapes = {shape: parse_shape(shape) for shape in args.shapes}
+    report = Report("tmac tune: best tiles per task", REPORT_COLUMNS)
+    with progress("tuning", len(cases)) as advance:
+        for shape, bits, n, threads, lut in cases:
+            m, k = shapes[shape]
+            res = tune_one(m, k, bits, n, threads, lut, isa=args.isa)
+            data[key(res["isa"], m, k, bits, n, threads, lut)] = res
+            report.rows.append(dict(res, case=f"{shape} b{bits} n{n} t{threads} {lut}"))
+            print(f"{shape} b{bits} n{n} t{threads} {lut}: tiles_per_task="
+                  f"{res['tiles_per_task']} ({res['us']:.0f} µs) tried {res['tried']}", flush=True)
+            advance()
     print("saved", save_cache(data))
     _cache = None
-    return 0
+    return report
 
 
 def parse_shape(shape: str) -> tuple:
@@ -158,7 +168,8 @@ def parse_shape(shape: str) -> tuple:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tmac tune", description="search tiles per task, cache the best")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    run(parser.parse_args(argv))
+    return 0
 
 
 if __name__ == "__main__":
