@@ -25,3 +25,6 @@ def main(argv=None):
     except (ValueError, OSError) as error:
         print(f"tmac {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"tmac {args.command}: interrupted", file=sys.stderr)
+        return 130

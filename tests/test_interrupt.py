@@ -1,0 +1,24 @@
+"""Ctrl-C during long work leaves caches as they were: no half-written file, no temp litter."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def test_interrupted_tune_keeps_the_cache_intact(tmp_path):
+    cache = tmp_path / "tune.json"
+    before = {"some|avx512|64x64|b2|n1|t1|int8": {"tiles_per_task": 1, "us": 1.0, "tried": {}}}
+    cache.write_text(json.dumps(before))
+    env = dict(os.environ, TMAC_CACHE_DIR=str(tmp_path))
+    process = subprocess.Popen([sys.executable, "-m", "tmac", "tune", "--shapes", "4096x4096",
+                                "11008x4096", "--bits", "1", "2", "3", "4", "--threads", "1"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in err
+    assert json.loads(cache.read_text()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tune.json"]
