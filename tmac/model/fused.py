@@ -88,12 +88,13 @@ def _layer_weight(w, layer):
 @njit(cache=True)
 def layers_avx512(dims, eps, pos, x, attn_norm, ffn_norm, cos, sin, kv,
                   w_qkv, w_o, w_gu, w_down, h, qkv, scores, attn, o, gu, act, down,
-                  b_qkv, b_o, b_gu, b_down, tiles):
+                  b_qkv, b_o, b_gu, b_down, tiles, threads):
     """All layers for T = x.shape[0] tokens at positions pos..pos+T-1; x (T, D) updated in place.
 
     dims = (n_layers, dim, ffn_dim, n_heads, n_kv_heads, head_dim, rope_dim); w_* are stacked
     over layers (leading axis), kv is the cache storage (layers, 2, Hkv, max_ctx, hd).
-    tiles = row tiles per parallel task for (qkv, o, gate_up, down).
+    tiles = row tiles per parallel task for (qkv, o, gate_up, down); threads = Numba's
+    current thread count (prefill attention runs over heads in parallel when > 1).
     """
     n_layers, dim, ffn, n_heads, n_kv, hd, rope_dim = dims
     t = x.shape[0]
@@ -103,7 +104,7 @@ def layers_avx512(dims, eps, pos, x, attn_norm, ffn_norm, cos, sin, kv,
         ops.rope(qkv, t, 0, n_heads, hd, rope_dim, cos, sin, pos)
         ops.rope(qkv, t, dim, n_kv, hd, rope_dim, cos, sin, pos)
         ops.store_kv(qkv, t, dim, n_kv, hd, kv[layer], pos)
-        if t > 1:
+        if t > 1 and threads > 1:
             ops.attention_parallel(qkv, t, n_heads, n_kv, hd, kv[layer], pos, scores, attn)
         else:
             ops.attention(qkv, t, n_heads, n_kv, hd, kv[layer], pos, scores, attn)

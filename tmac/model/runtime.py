@@ -264,6 +264,8 @@ class Runtime:
         return v["logits"][:, :c.vocab_size]
 
     def _layers_python(self, v, pos):
+        import numba
+
         c, t = self.config, v["x"].shape[0]
         kv = self.cache.storage
         for i, lw in enumerate(self.model.layers):
@@ -272,7 +274,8 @@ class Runtime:
             ops.rope(v["qkv"], t, 0, c.n_heads, c.head_dim, c.rope_dim, self.cos, self.sin, pos)
             ops.rope(v["qkv"], t, c.dim, c.n_kv_heads, c.head_dim, c.rope_dim, self.cos, self.sin, pos)
             ops.store_kv(v["qkv"], t, c.dim, c.n_kv_heads, c.head_dim, kv[i], pos)
-            attention = ops.attention_parallel if t > 1 and self.matmul != "float" else ops.attention
+            parallel = t > 1 and self.matmul != "float" and numba.get_num_threads() > 1
+            attention = ops.attention_parallel if parallel else ops.attention
             attention(v["qkv"], t, c.n_heads, c.n_kv_heads, c.head_dim, kv[i], pos,
                       v["scores"], v["attn"])
             self._linear("o", lw["o"], v["attn"], v["o"], v)
@@ -341,6 +344,8 @@ class Runtime:
         return tuple(v[f"{k}_{name}"] for k in ("tables", "tscale", "xsum", "half"))
 
     def _layers_fused(self, v, pos):
+        import numba
+
         from tmac.model import fused
 
         c = self.config
@@ -356,7 +361,8 @@ class Runtime:
                             self._fw["down"][0], v["h"], v["qkv"], v["scores"], v["attn"],
                             v["o"], v["gate_up"], v["act"], v["down"],
                             self._buffers("qkv", v), self._buffers("o", v),
-                            self._buffers("gate_up", v), self._buffers("down", v), self._tiles)
+                            self._buffers("gate_up", v), self._buffers("down", v), self._tiles,
+                            numba.get_num_threads())
 
 
 def _act(w):
