@@ -68,6 +68,38 @@ def _unit_int8(a0, a1, a2, a3, data, at, bits, t, low4, group_base):
 
 
 @njit(cache=True, inline="always")
+def _indices(v, low4, group_base):
+    """The two vpermb index registers of one packed register: low and high nibbles."""
+    return vor(vand(v, low4), group_base), vor(vand(srl_i16(v, 4), low4), group_base)
+
+
+@njit(cache=True, inline="always")
+def _acc4(a0, a1, a2, a3, w, lo0, hi0, lo1, hi1, t):
+    """One token's lookups of one plane (64 rows) into its 4 row accumulators."""
+    return (dpbusd512(a0, w, permb512(lo0, t)), dpbusd512(a1, w, permb512(hi0, t)),
+            dpbusd512(a2, w, permb512(lo1, t)), dpbusd512(a3, w, permb512(hi1, t)))
+
+
+@njit(cache=True, inline="always")
+def _epilogue_mem(out, o, a0, a1, a2, a3, hf, s0, s1, s2, s3, f0, f1, f2, f3, xs):
+    """out[o:o+64] = out[o:o+64] + s * (float32(acc) * half + f * xs), contract order
+    (s*, f*: the block's scales and offsets for the tile's 4 x 16 rows, loaded once)."""
+    h = set1_f32_512(hf)
+    xv = set1_f32_512(xs)
+    store512(out, o, add_f32(load512(out, o), mul_f32(s0, add_f32(mul_f32(cvt_i32_f32(a0), h),
+                                                                  mul_f32(f0, xv)))))
+    store512(out, o + 16, add_f32(load512(out, o + 16), mul_f32(s1, add_f32(mul_f32(cvt_i32_f32(a1), h),
+                                                                            mul_f32(f1, xv)))))
+    store512(out, o + 32, add_f32(load512(out, o + 32), mul_f32(s2, add_f32(mul_f32(cvt_i32_f32(a2), h),
+                                                                            mul_f32(f2, xv)))))
+    store512(out, o + 48, add_f32(load512(out, o + 48), mul_f32(s3, add_f32(mul_f32(cvt_i32_f32(a3), h),
+                                                                            mul_f32(f3, xv)))))
+
+
+TOKEN_BLOCK = 4   # tokens whose lookups share one load and index preparation (N > 1)
+
+
+@njit(cache=True, inline="always")
 def _tile_1(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile, n, cv, low4, group_base):
     """One token, one 64-row tile: all blocks; y in registers, stored once.
 
@@ -105,21 +137,77 @@ def _tile_1(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile, n, cv,
     store512(out, o + 32, y2); store512(out, o + 48, y3)
 
 
+@njit(cache=True, inline="always")
+def _tile_4(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile, n, cv, low4, group_base):
+    """Tokens n..n+3, one 64-row tile: each packed register is loaded and turned into vpermb
+    indices once, then looked up in the 4 tokens' tables (16 accumulator chains). The outputs
+    accumulate in ``out`` (block by block, in the contract's order) instead of registers."""
+    n_units, bits = data.shape[1], data.shape[2]
+    n_groups, n_blocks = tables.shape[1], u0.shape[0]
+    n_wg, m_pad = sc.shape[1], out.shape[1]
+    unit_bytes = bits * 128
+    z = zero512()
+    for q in range(4):
+        o = (n + q) * m_pad + tile * 64
+        store512(out, o, z); store512(out, o + 16, z); store512(out, o + 32, z); store512(out, o + 48, z)
+    tok_stride = n_groups * 16
+    for b in range(n_blocks):
+        a0 = zero512(); a1 = zero512(); a2 = zero512(); a3 = zero512()
+        b0 = zero512(); b1 = zero512(); b2 = zero512(); b3 = zero512()
+        c0 = zero512(); c1 = zero512(); c2 = zero512(); c3 = zero512()
+        d0 = zero512(); d1 = zero512(); d2 = zero512(); d3 = zero512()
+        tab = (n * n_groups + s0[b]) * 16
+        at = (tile * n_units + u0[b]) * unit_bytes
+        for _ in range(u1[b] - u0[b]):
+            ta = load512(tables, tab)
+            tb = load512(tables, tab + tok_stride)
+            tc = load512(tables, tab + 2 * tok_stride)
+            td = load512(tables, tab + 3 * tok_stride)
+            for i in range(bits):
+                w = set1_i8_512(1 << i)
+                lo0, hi0 = _indices(load512(data, at + i * 128), low4, group_base)
+                lo1, hi1 = _indices(load512(data, at + i * 128 + 64), low4, group_base)
+                a0, a1, a2, a3 = _acc4(a0, a1, a2, a3, w, lo0, hi0, lo1, hi1, ta)
+                b0, b1, b2, b3 = _acc4(b0, b1, b2, b3, w, lo0, hi0, lo1, hi1, tb)
+                c0, c1, c2, c3 = _acc4(c0, c1, c2, c3, w, lo0, hi0, lo1, hi1, tc)
+                d0, d1, d2, d3 = _acc4(d0, d1, d2, d3, w, lo0, hi0, lo1, hi1, td)
+            tab += 64
+            at += unit_bytes
+        base = (tile * n_wg + wg[b]) * 64
+        s0_ = load512(sc, base); s1_ = load512(sc, base + 16)
+        s2_ = load512(sc, base + 32); s3_ = load512(sc, base + 48)
+        f0 = offsets16(off, base, cv); f1 = offsets16(off, base + 16, cv)
+        f2 = offsets16(off, base + 32, cv); f3 = offsets16(off, base + 48, cv)
+        o = n * m_pad + tile * 64
+        _epilogue_mem(out, o, a0, a1, a2, a3, half[n, b], s0_, s1_, s2_, s3_, f0, f1, f2, f3, xsum[n, b])
+        _epilogue_mem(out, o + m_pad, b0, b1, b2, b3, half[n + 1, b], s0_, s1_, s2_, s3_,
+                      f0, f1, f2, f3, xsum[n + 1, b])
+        _epilogue_mem(out, o + 2 * m_pad, c0, c1, c2, c3, half[n + 2, b], s0_, s1_, s2_, s3_,
+                      f0, f1, f2, f3, xsum[n + 2, b])
+        _epilogue_mem(out, o + 3 * m_pad, d0, d1, d2, d3, half[n + 3, b], s0_, s1_, s2_, s3_,
+                      f0, f1, f2, f3, xsum[n + 3, b])
+
+
 @njit(cache=True, parallel=True)
 def lut_int8_avx512(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tiles_per_task):
     """int8 LUT GEMV/GEMM. tables (N, G', 16) int8 (see module docstring for u0, u1, s0).
 
     ``off``: float32 offsets or uint8 integer zero points (tmac.layout.PackedCodes.zeros_u8).
+    Per tile, tokens go TOKEN_BLOCK at a time (_tile_4), the rest one at a time (_tile_1).
     """
     n_tiles, bits = data.shape[0], data.shape[2]
     n_tok = tables.shape[0]
     n_tasks = -(-n_tiles // tiles_per_task)
     cv = set1_f32_512(((1 << bits) - 1) * 0.5)        # exact: 0.5, 1.5, 3.5, 7.5
+    n4 = n_tok - n_tok % TOKEN_BLOCK
     for task in prange(n_tasks):
         low4 = set1_i8_512(15)
         group_base = set1_i32_512(0x30201000)          # byte k of each lane -> 16 * k
         for tile in range(task * tiles_per_task, min(n_tiles, (task + 1) * tiles_per_task)):
-            for n in range(n_tok):
+            for n in range(0, n4, TOKEN_BLOCK):
+                _tile_4(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile, n, cv,
+                        low4, group_base)
+            for n in range(n4, n_tok):
                 _tile_1(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile, n, cv,
                         low4, group_base)
 
