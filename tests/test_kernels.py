@@ -121,7 +121,8 @@ def test_dequant_matmul_equals_reference(case):
     assert _same(kernels.dequant_matmul(pack(codes, bits), scales, zeros, bits, x, threads=1), want)
 
 
-@pytest.mark.parametrize("k, act", [(4, 4), (100, 32), (576, 64), (44, 12), (96, 36), (4096, 4096)])
+@pytest.mark.parametrize("k, act", [(4, 4), (100, 32), (576, 64), (44, 12), (96, 36), (4096, 4096),
+                                    (200, 16), (1100, 64)])
 def test_tables_scales_and_block_sums_equal_reference(k, act):
     x = np.random.default_rng(k).standard_normal((3, k)).astype(np.float32)
     x[0, :4] = [1.0, -1.0, 1.0, -1.0]       # exact cancellations: tables must hold +0.0

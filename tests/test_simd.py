@@ -40,13 +40,16 @@ def _generic(b, f, i32, outb, outf, outi, outt, outq):
     c = s.set1_f32_512(np.float32(7.5))
     s.store512(outt, 64, s.offsets16(b, 16, c))          # uint8 zeros -> 7.5 - zero
     s.store512(outt, 80, s.offsets16(f, 0, c))           # float32: the offsets themselves
+    s.store512(outf, 64, s.absum4(vf))
+    s.store512(outf, 80, s.max_f32(vf, s.load512(f, 16)))
+    outf[96] = s.hmax4_f32(vf)
 
 
 def test_generic_primitives():
     b = rng.integers(0, 256, 128).astype(np.uint8)
     f = rng.standard_normal(32).astype(np.float32)
     i32 = rng.integers(-2**20, 2**20, 32).astype(np.int32)
-    outb, outf = np.zeros(448, np.uint8), np.zeros(64, np.float32)
+    outb, outf = np.zeros(448, np.uint8), np.zeros(97, np.float32)
     outi, outt, outq = np.zeros(80, np.int32), np.zeros(96, np.float32), np.zeros(64, np.int8)
     _generic(b, f, i32, outb, outf, outi, outt, outq)
     x, y = b[:64], b[64:]
@@ -57,7 +60,12 @@ def test_generic_primitives():
     assert np.array_equal(outb[384:416], x[:32])
     assert np.array_equal(outf[:16], f[:16] + f[16:]) and np.array_equal(outf[16:32], f[:16] * f[16:])
     assert np.array_equal(outf[32:48], i32[:16].astype(np.float32))
-    assert np.all(outf[48:] == 1.5)
+    assert np.all(outf[48:64] == 1.5)
+    a = np.abs(f[:16]).reshape(4, 4)
+    absum = ((a[:, 0] + a[:, 1]) + a[:, 2]) + a[:, 3]
+    assert np.array_equal(outf[64:80], np.repeat(absum, 4))
+    assert np.array_equal(outf[80:96], np.maximum(f[:16], f[16:32]))
+    assert outf[96] == f[0:16:4].max()
     assert np.array_equal(outi[:16], i32[:16] + i32[16:])
     assert np.array_equal(outi[16:32], (i32[:16].view(np.uint32) >> 3).view(np.int32))
     assert np.array_equal(outi[32:48], i32[:16] << 3) and np.all(outi[48:64] == 7)

@@ -511,3 +511,60 @@ def offsets16(typingctx, arr, idx, c):
 
 
 __all__ += ["offsets16"]
+
+
+# ----------------------------------------------------------------------------- table scales
+#
+# Generic LLVM vector IR (safe on every CPU), used by the int8 table scales.
+
+@intrinsic
+def absum4(typingctx, xs):
+    """absum4(xs) -> v512: for the 4 groups of 4 float32 activations in ``xs``, every lane
+    4q..4q+3 holds ((|x0| + |x1|) + |x2|) + |x3| of group q (contract order, float32)."""
+    if xs != v512:
+        return None
+
+    def codegen(context, builder, sig, args):
+        f16 = _lanes(v512, _F32)
+        i16 = _lanes(v512, _I32)
+        a = builder.bitcast(builder.and_(builder.bitcast(args[0], i16), ir.Constant(i16, [0x7FFFFFFF] * 16)), f16)
+        undef = ir.Constant(f16, ir.Undefined)
+        parts = [builder.shuffle_vector(a, undef, ir.Constant(i16, [4 * (j // 4) + t for j in range(16)]))
+                 for t in range(4)]
+        total = builder.fadd(builder.fadd(builder.fadd(parts[0], parts[1]), parts[2]), parts[3])
+        return _back(builder, total, v512)
+
+    return v512(xs), codegen
+
+
+@intrinsic
+def max_f32(typingctx, a, b):
+    """max_f32(a, b): float32 lane-wise IEEE maximum (NaN propagates, like numpy's max)."""
+    if a != v512 or b != v512:
+        return None
+
+    def codegen(context, builder, sig, args):
+        f16 = _lanes(v512, _F32)
+        fn = builder.module.declare_intrinsic("llvm.maximum.v16f32", fnty=ir.FunctionType(f16, [f16, f16]))
+        return _back(builder, builder.call(fn, [_as(builder, args[0], v512, _F32),
+                                                _as(builder, args[1], v512, _F32)]), v512)
+
+    return v512(a, b), codegen
+
+
+@intrinsic
+def hmax4_f32(typingctx, v):
+    """hmax4_f32(v) -> float32: IEEE maximum of lanes 0, 4, 8 and 12 (one per 4-group)."""
+    if v != v512:
+        return None
+
+    def codegen(context, builder, sig, args):
+        f = _as(builder, args[0], v512, _F32)
+        fn = builder.module.declare_intrinsic("llvm.maximum.f32", fnty=ir.FunctionType(_F32, [_F32, _F32]))
+        e = [builder.extract_element(f, ir.Constant(_I32, 4 * q)) for q in range(4)]
+        return builder.call(fn, [builder.call(fn, [e[0], e[1]]), builder.call(fn, [e[2], e[3]])])
+
+    return types.float32(v), codegen
+
+
+__all__ += ["absum4", "max_f32", "hmax4_f32"]
