@@ -80,16 +80,41 @@ def requested_isa(isa: str | None = None) -> str | None:
     return req
 
 
+_numba_config = []     # numba.core.config, imported on first use (import tmac imports no numba)
+
+
+def _env_isa():
+    """$TMAC_ISA or None, read on every call (tests and users change it at run time).
+
+    ``os.environ.get`` of a missing key raises and catches a KeyError inside: ~10 µs when the
+    caches are cold, which they are after a GEMV that streamed megabytes. Reading the mapping
+    behind os.environ directly gives the same value without the exception."""
+    data = getattr(os.environ, "_data", None)
+    if data is None or _ISA_KEY is None:
+        return os.environ.get("TMAC_ISA")
+    value = data.get(_ISA_KEY)
+    return None if value is None else os.environ.decodevalue(value)
+
+
+try:
+    _ISA_KEY = os.environ.encodekey("TMAC_ISA")
+except AttributeError:         # not CPython's os._Environ: use the plain lookup
+    _ISA_KEY = None
+
+
 def choose(op: str, isa: str | None = None, features: set | None = None) -> str:
     """The path ``op`` runs: the best one both available and not above the request.
 
     ``op`` is "lut_int8", "lut_float32" or "dequant". Requesting a path the CPU lacks raises
     RuntimeError (compiling it would abort the process).
     """
-    from numba.core import config
-
-    req = isa if isa is not None else os.environ.get("TMAC_ISA") or None
+    req = isa if isa is not None else _env_isa() or None
     if features is None and (req is None or req in ISAS):
+        if not _numba_config:
+            from numba.core import config
+
+            _numba_config.append(config)
+        config = _numba_config[0]
         return _choose_cached(op, req, config.CPU_NAME, config.CPU_FEATURES)
     req = requested_isa(isa)
     return _choose(op, req, frozenset(cpu_features()["features"] if features is None else features))

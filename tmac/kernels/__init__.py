@@ -94,14 +94,14 @@ def lut_matmul(packed, scales, zeros, bits, x, act_group_size, lut="int8", isa=N
     path = dispatch.choose("lut_" + lut, isa)
     if threads is None and packed.data.size // 128 * len(x) < SMALL_WORK:
         threads = 1     # a second thread costs more to wake than it saves (~20 µs of work)
+    lut_module = _lut_module()
     if path == "avx512" and lut == "int8" and packed.scales_t is not None:
-        out = _lut_module().run_int8_avx512(packed, x, int(act_group_size), threads, tiles_per_task)
+        out = lut_module.run_int8_avx512(packed, x, act_group_size, threads, tiles_per_task)
         if out is not None:
             return out
-    run_lut = _lut_module().run_lut
     with num_threads(threads) as t:
-        return run_lut(packed, np.asarray(scales, np.float32), np.asarray(zeros, np.float32),
-                       x, int(act_group_size), lut, path, t, tiles_per_task)
+        return lut_module.run_lut(packed, np.asarray(scales, np.float32), np.asarray(zeros, np.float32),
+                                  x, int(act_group_size), lut, path, t, tiles_per_task)
 
 
 def dequant_matmul(packed_or_codes, scales, zeros, bits, x, isa=None, threads=None):

@@ -179,29 +179,41 @@ def _thread_control():
     return get, put, numba.config.NUMBA_NUM_THREADS
 
 
-def run_int8_avx512(packed: PackedCodes, x, act_group_size: int, threads, tiles_per_task):
+_fast = []     # (matmul_int8_avx512, tune module, get/set threads, max threads), on first use
+
+
+def run_int8_avx512(packed: PackedCodes, x, act_group_size, threads, tiles_per_task):
     """The int8 avx512 matmul in one compiled call (table build + kernel), or None when the plan
-    is not unit-aligned (run_lut then handles it). Needs ``packed.scales_t``."""
-    x = np.ascontiguousarray(x, np.float32)
-    p = plan(packed.k, packed.scales_t.shape[1], act_group_size)
+    is not unit-aligned (run_lut then handles it). Needs ``packed.scales_t``.
+
+    Kept short on purpose: the kernel streams megabytes through the caches, so every Python
+    step here runs with cold caches (~0.5-1 µs each at 4096 x 4096)."""
+    if not _fast:
+        from tmac import tune
+        from tmac.kernels.lut_avx512 import matmul_int8_avx512
+
+        _fast.append((matmul_int8_avx512, tune) + _thread_control())
+    kernel, tune, get, put, most = _fast[0]
+    if x.dtype != np.float32 or not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x, np.float32)
+    p = plan(packed.k, packed.scales_t.shape[1], int(act_group_size))
     if not p.aligned:
         return None
-    from tmac import tune
-    from tmac.kernels.lut_avx512 import matmul_int8_avx512
-
-    get, put, most = _thread_control()
     before = get()
     t = before if threads is None else max(1, min(int(threads), most))
     if tiles_per_task is None and tune.has_entries():
         tiles_per_task = tune.lookup("avx512", packed.m, packed.k, packed.bits, x.shape[0], t, "int8")
-    tpt = tiles_per_task or default_tiles_per_task(packed.data.shape[0], t)
-    off = packed.zeros_u8 if packed.zeros_u8 is not None else packed.offsets_t
-    if t != before:
+    if not tiles_per_task:
+        tiles_per_task = packed.data.shape[0] if t <= 1 else default_tiles_per_task(packed.data.shape[0], t)
+    off = packed.offsets_t if packed.zeros_u8 is None else packed.zeros_u8
+    if t == before:
+        out = kernel(x, p.k_units, p.act_group_size, p.n_act_groups, p.blocks, packed.data,
+                     packed.scales_t, off, tiles_per_task)
+    else:
         put(t)
-    try:
-        out = matmul_int8_avx512(x, p.k_units, p.act_group_size, p.n_act_groups, p.blocks,
-                                 packed.data, packed.scales_t, off, tpt)
-    finally:
-        if t != before:
+        try:
+            out = kernel(x, p.k_units, p.act_group_size, p.n_act_groups, p.blocks, packed.data,
+                         packed.scales_t, off, tiles_per_task)
+        finally:
             put(before)
     return out[:, :packed.m] if x.shape[0] == 1 else np.ascontiguousarray(out[:, :packed.m])
