@@ -162,68 +162,38 @@ def _axpy(acc, w, xk):
         acc[r] += w[r] * xk
 
 
-# The shared loop, written out three times (one cached kernel each): tiles of 64 rows in
-# parallel; per tile, groups in order, k in order; per k, 64 weights, then one axpy per token.
+M0E4, INT4, E2M1 = 0, 1, 2       # decoders of the shared kernel
+
+
+@njit(inline="always")
+def _dequant_one_k(decoder, pk, first, second, w):
+    """64 weights of one k: (first, second) are (a, b) for M0E4, (scales, zeros) for int4,
+    (scales, unused) for E2M1."""
+    if decoder == M0E4:
+        dequant_m0e4(pk, first, second, w)
+    elif decoder == INT4:
+        dequant_int4(pk, first, second, w)
+    else:
+        dequant_e2m1(pk, first, second, w)
+
 
 @njit(cache=True, parallel=True)
-def m0e4_kernel(packed, a, b, x, out):
-    """packed (T, K, 32) uint8, a/b (T, G, 64) float32, x (N, K) float32 -> out (N, T*64)."""
+def dequant_kernel(decoder, packed, p1, p2, x, out):
+    """The shared loop: tiles of 64 rows in parallel; per tile, groups in order, k in order; per
+    k, 64 weights, then one axpy per token. packed (T, K, 32) uint8, p1/p2 (T, G, 64) float32,
+    x (N, K) float32 -> out (N, T*64). The decoder branch is taken once per 64 weights."""
     n_tiles, k_cols = packed.shape[0], packed.shape[1]
-    n_groups = a.shape[1]
+    n_groups = p1.shape[1]
     group = k_cols // n_groups
     n_tok = x.shape[0]
     for t in prange(n_tiles):
         w = np.empty(TILE, np.float32)
         acc = np.zeros((n_tok, TILE), np.float32)
         for wg in range(n_groups):
-            first, second = a[t, wg], b[t, wg]
+            first, second = p1[t, wg], p2[t, wg]
             for kk in range(group):
                 k = wg * group + kk
-                dequant_m0e4(packed[t, k], first, second, w)
-                for n in range(n_tok):
-                    _axpy(acc[n], w, x[n, k])
-        for n in range(n_tok):
-            for r in range(TILE):
-                out[n, t * TILE + r] = acc[n, r]
-
-
-@njit(cache=True, parallel=True)
-def int4_kernel(packed, scales, zeros, x, out):
-    """As m0e4_kernel with (scales, zeros) (T, G, 64): w = (float32(q) - zero) * scale."""
-    n_tiles, k_cols = packed.shape[0], packed.shape[1]
-    n_groups = scales.shape[1]
-    group = k_cols // n_groups
-    n_tok = x.shape[0]
-    for t in prange(n_tiles):
-        w = np.empty(TILE, np.float32)
-        acc = np.zeros((n_tok, TILE), np.float32)
-        for wg in range(n_groups):
-            first, second = scales[t, wg], zeros[t, wg]
-            for kk in range(group):
-                k = wg * group + kk
-                dequant_int4(packed[t, k], first, second, w)
-                for n in range(n_tok):
-                    _axpy(acc[n], w, x[n, k])
-        for n in range(n_tok):
-            for r in range(TILE):
-                out[n, t * TILE + r] = acc[n, r]
-
-
-@njit(cache=True, parallel=True)
-def e2m1_kernel(packed, scales, x, out):
-    """As m0e4_kernel with scales (T, G, 64): w = value(q) * scale."""
-    n_tiles, k_cols = packed.shape[0], packed.shape[1]
-    n_groups = scales.shape[1]
-    group = k_cols // n_groups
-    n_tok = x.shape[0]
-    for t in prange(n_tiles):
-        w = np.empty(TILE, np.float32)
-        acc = np.zeros((n_tok, TILE), np.float32)
-        for wg in range(n_groups):
-            first, second = scales[t, wg], scales[t, wg]
-            for kk in range(group):
-                k = wg * group + kk
-                dequant_e2m1(packed[t, k], first, second, w)
+                _dequant_one_k(decoder, packed[t, k], first, second, w)
                 for n in range(n_tok):
                     _axpy(acc[n], w, x[n, k])
         for n in range(n_tok):
@@ -233,26 +203,23 @@ def e2m1_kernel(packed, scales, x, out):
 
 # ---- entry points (arrays already validated; see tmac.fp4 for QuantizedWeight wrappers) -------
 
-def _run(kernel, packed, p1, p2, x, m):
+def _run(decoder, packed, p1, p2, x, m):
     x = np.ascontiguousarray(x, np.float32)
     out = np.empty((x.shape[0], packed.shape[0] * TILE), np.float32)
-    kernel(packed, p1, p2, x, out)
+    dequant_kernel(decoder, packed, p1, p2, x, out)
     return np.ascontiguousarray(out[:, :m])
 
 
 def m0e4_matmul(packed, a_packed, b_packed, x, m):
     """(N, M) float32; equals tmac.reference.m0e4.dequant_matmul bit for bit."""
-    return _run(m0e4_kernel, packed, a_packed, b_packed, x, m)
+    return _run(M0E4, packed, a_packed, b_packed, x, m)
 
 
 def int4_matmul(packed, scales_packed, zeros_packed, x, m):
     """(N, M) float32; equals tmac.reference.dequant_matmul.dequant_matmul bit for bit."""
-    return _run(int4_kernel, packed, scales_packed, zeros_packed, x, m)
+    return _run(INT4, packed, scales_packed, zeros_packed, x, m)
 
 
 def e2m1_matmul(packed, scales_packed, x, m):
     """(N, M) float32; equals tmac.reference.e2m1.dequant_matmul bit for bit."""
-    x = np.ascontiguousarray(x, np.float32)
-    out = np.empty((x.shape[0], packed.shape[0] * TILE), np.float32)
-    e2m1_kernel(packed, scales_packed, x, out)
-    return np.ascontiguousarray(out[:, :m])
+    return _run(E2M1, packed, scales_packed, scales_packed, x, m)
