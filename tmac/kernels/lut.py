@@ -37,7 +37,8 @@ class Plan:
     u1: np.ndarray
     aligned: bool          # every block starts on a unit and ends on a unit or at Kp
     blocks: np.ndarray     # (7, nblocks) int64: u0, u1, 4*u0, weight_group, starts, stops,
-                           # act_group (one argument for tmac.kernels.lut_avx512.matmul_int8_avx512)
+                           # act_group (one argument for tmac.kernels.lut_avx512.matmul_int8_avx512,
+                           # which also reads Kp from stops[-1])
 
 
 @functools.lru_cache(maxsize=256)
@@ -207,13 +208,12 @@ def run_int8_avx512(packed: PackedCodes, x, act_group_size, threads, tiles_per_t
         tiles_per_task = packed.data.shape[0] if t <= 1 else default_tiles_per_task(packed.data.shape[0], t)
     off = packed.offsets_t if packed.zeros_u8 is None else packed.zeros_u8
     if t == before:
-        out = kernel(x, p.k_units, p.act_group_size, p.n_act_groups, p.blocks, packed.data,
-                     packed.scales_t, off, tiles_per_task)
+        out = kernel(x, p.blocks, packed.data, packed.scales_t, off, p.act_group_size, tiles_per_task)
     else:
         put(t)
         try:
-            out = kernel(x, p.k_units, p.act_group_size, p.n_act_groups, p.blocks, packed.data,
-                         packed.scales_t, off, tiles_per_task)
+            out = kernel(x, p.blocks, packed.data, packed.scales_t, off, p.act_group_size,
+                         tiles_per_task)
         finally:
             put(before)
     return out[:, :packed.m] if x.shape[0] == 1 else np.ascontiguousarray(out[:, :packed.m])

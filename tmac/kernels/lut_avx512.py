@@ -251,13 +251,18 @@ def lut_f32_avx512(data, tables, g0, g1, half, xsum, wg, sc, off, out, tiles_per
 
 
 @njit(cache=True)
-def matmul_int8_avx512(x, k_units, act_group_size, n_act, blocks, data, sc, off, tiles_per_task):
+def matmul_int8_avx512(x, blocks, data, sc, off, act_group_size, tiles_per_task):
     """A whole int8 LUT matmul in one compiled call: tables (tmac.kernels.tables.prepare_int8)
     then lut_int8_avx512; returns out (N, Mt * 64) float32.
 
     blocks   (7, nblocks) int64: rows u0, u1, s0, weight group, start, stop, act group
              (aligned plans: s0 = 4 * u0, the tables need no per-block copy)
+    Few arguments on purpose: after a GEMV has streamed megabytes each one costs ~1 µs to
+    unbox with cold caches; K units and act groups follow from ``data`` and ``blocks``.
     """
+    k_units = data.shape[1] * 16
+    k_padded = blocks[5, blocks.shape[1] - 1]
+    n_act = (k_padded - 4) // act_group_size + 1
     qt, half, xsum = prepare_int8(x, k_units, act_group_size, n_act, blocks[4], blocks[5], blocks[6])
     out = np.empty((x.shape[0], data.shape[0] * 64), np.float32)
     lut_int8_avx512(data, qt, blocks[0], blocks[1], blocks[2], half, xsum, blocks[3], sc, off, out,
