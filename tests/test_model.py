@@ -288,9 +288,11 @@ def test_fused_linear_equals_tmac_matmul_bit_for_bit():
             x = rng.standard_normal((n, k)).astype(np.float32)
             buf = (np.empty((n, k // 4, 16), np.int8), np.empty((n, p.n_act_groups), np.float32),
                    np.empty((n, len(p.starts)), np.float32), np.empty((n, len(p.starts)), np.float32))
-            out = np.full((n, qw.packed.m_padded), np.nan, np.float32)
-            fused.lut_linear(x, w, buf, out, 2)
-            assert np.array_equal(out[:, :m], tmac.matmul(qw, x, backend="reference"))
+            expected = tmac.matmul(qw, x, backend="reference")
+            for threads in (1, 2):                # 2: prefill tables built row-parallel
+                out = np.full((n, qw.packed.m_padded), np.nan, np.float32)
+                fused.lut_linear(x, w, buf, out, 2, threads)
+                assert np.array_equal(out[:, :m], expected)
 
 
 def test_chunked_prefill_equals_one_call(prepared, tok):

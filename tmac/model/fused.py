@@ -15,7 +15,7 @@ imported only when ``tmac.dispatch`` picks the avx512 path; other CPUs run the p
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 import tmac.kernels.lut_avx512
 import tmac.kernels.simd
@@ -60,8 +60,17 @@ def _drop_stale_cache(dispatcher):
         pass
 
 
+@njit(cache=True, parallel=True)
+def _tables_rows(xin, act, tables, tscale, xsum, starts, stops):
+    """Prefill: the tables of each token built on its own thread (rows are independent)."""
+    for r in prange(xin.shape[0]):
+        table_scales(xin[r:r + 1], act, tscale[r:r + 1])
+        build_tables_int8(xin[r:r + 1], act, tscale[r:r + 1], tables[r:r + 1])
+        block_sums(xin[r:r + 1], starts, stops, xsum[r:r + 1])
+
+
 @njit(cache=True)
-def lut_linear(xin, w, buf, out, tiles_per_task):
+def lut_linear(xin, w, buf, out, tiles_per_task, threads=1):
     """out (T, Mp) = xin (T, Kpp) @ W.T by int8 table lookup, bit-identical to tmac.matmul.
 
     w   = (data, scales_t, offsets_t, act_group_size, u0, u1, s0, weight_group, starts, stops,
@@ -70,9 +79,12 @@ def lut_linear(xin, w, buf, out, tiles_per_task):
     """
     data, sc, off, act, u0, u1, s0, wg, starts, stops, act_of_block = w
     tables, tscale, xsum, half = buf
-    table_scales(xin, act, tscale)
-    build_tables_int8(xin, act, tscale, tables)
-    block_sums(xin, starts, stops, xsum)
+    if threads > 1 and xin.shape[0] > 1:
+        _tables_rows(xin, act, tables, tscale, xsum, starts, stops)
+    else:
+        table_scales(xin, act, tscale)
+        build_tables_int8(xin, act, tscale, tables)
+        block_sums(xin, starts, stops, xsum)
     for n in range(xin.shape[0]):
         for b in range(half.shape[1]):
             half[n, b] = tscale[n, act_of_block[b]] * np.float32(0.5)
@@ -100,7 +112,7 @@ def layers_avx512(dims, eps, pos, x, attn_norm, ffn_norm, cos, sin, kv,
     t = x.shape[0]
     for layer in range(n_layers):
         ops.rms_norm(x, 0, t, dim, attn_norm[layer], eps, h)
-        lut_linear(h, _layer_weight(w_qkv, layer), b_qkv, qkv, tiles[0])
+        lut_linear(h, _layer_weight(w_qkv, layer), b_qkv, qkv, tiles[0], threads)
         ops.rope(qkv, t, 0, n_heads, hd, rope_dim, cos, sin, pos)
         ops.rope(qkv, t, dim, n_kv, hd, rope_dim, cos, sin, pos)
         ops.store_kv(qkv, t, dim, n_kv, hd, kv[layer], pos)
@@ -108,12 +120,15 @@ def layers_avx512(dims, eps, pos, x, attn_norm, ffn_norm, cos, sin, kv,
             ops.attention_parallel(qkv, t, n_heads, n_kv, hd, kv[layer], pos, scores, attn)
         else:
             ops.attention(qkv, t, n_heads, n_kv, hd, kv[layer], pos, scores, attn)
-        lut_linear(attn, _layer_weight(w_o, layer), b_o, o, tiles[1])
+        lut_linear(attn, _layer_weight(w_o, layer), b_o, o, tiles[1], threads)
         ops.add_into(x, t, dim, o)
         ops.rms_norm(x, 0, t, dim, ffn_norm[layer], eps, h)
-        lut_linear(h, _layer_weight(w_gu, layer), b_gu, gu, tiles[2])
-        ops.swiglu(gu, t, ffn, act)
-        lut_linear(act, _layer_weight(w_down, layer), b_down, down, tiles[3])
+        lut_linear(h, _layer_weight(w_gu, layer), b_gu, gu, tiles[2], threads)
+        if t > 1 and threads > 1:
+            ops.swiglu_parallel(gu, t, ffn, act)
+        else:
+            ops.swiglu(gu, t, ffn, act)
+        lut_linear(act, _layer_weight(w_down, layer), b_down, down, tiles[3], threads)
         ops.add_into(x, t, dim, down)
 
 

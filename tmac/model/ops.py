@@ -115,6 +115,15 @@ def swiglu(gate_up, n_rows, ffn_dim, out):
             out[t, f] = g / (np.float32(1.0) + np.exp(-g)) * gate_up[t, ffn_dim + f]
 
 
+@njit(cache=True, fastmath=FAST, parallel=True)
+def swiglu_parallel(gate_up, n_rows, ffn_dim, out):
+    """``swiglu`` with the rows spread over threads (prefill)."""
+    for t in prange(n_rows):
+        for f in range(ffn_dim):
+            g = gate_up[t, f]
+            out[t, f] = g / (np.float32(1.0) + np.exp(-g)) * gate_up[t, ffn_dim + f]
+
+
 @njit(cache=True)
 def add_into(x, n_rows, dim, y):
     """x[t, :dim] += y[t, :dim] (the residual stream)."""

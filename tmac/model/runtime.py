@@ -294,7 +294,10 @@ class Runtime:
         elif self.fused:
             from tmac.model import fused
 
-            fused.lut_linear(xin, self._fw[name][0], self._buffers(name, v), out, self._fw[name][1])
+            import numba
+
+            fused.lut_linear(xin, self._fw[name][0], self._buffers(name, v), out, self._fw[name][1],
+                             numba.get_num_threads())
         elif self.matmul == "lut":
             from tmac import kernels
 
