@@ -373,8 +373,17 @@ def test_open_model_caches_prepared_weights(tmp_path, monkeypatch, tiny_path):
     om = store.open_model(str(tiny_path), fmt)
     cached = store.prepared_path(tiny_path, fmt)
     assert cached.is_file()
-    again = store.open_model(str(tiny_path), fmt)
+    assert store.base_path(tiny_path).is_file()
+    again = store.open_model(str(tiny_path), fmt)        # served from the cache: no GGUF parse
+    assert again.gguf is None and om.gguf is not None
     assert np.array_equal(again.model.head.codes, om.model.head.codes)
+    assert np.array_equal(again.model.embed, om.model.embed)
+    assert again.tokenizer.encode(TEXT) == om.tokenizer.encode(TEXT)
+    assert again.tokenizer.chat_template == om.tokenizer.chat_template
+    ids = om.tokenizer.encode(TEXT)
+    a = runtime.Runtime(om.model, max_ctx=64).forward(ids, all_logits=True).copy()
+    b = runtime.Runtime(again.model, max_ctx=64).forward(ids, all_logits=True)
+    assert np.array_equal(a, b)
     assert store.prepared_path(tiny_path, formats.parse("w2", 64)) != cached
 
 

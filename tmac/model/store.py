@@ -5,7 +5,9 @@ the asymmetric range search takes about half a minute and loading them back abou
 The cache key covers the GGUF file (path, size, mtime), the format (name, bits, group size,
 scheme, head format) and the source of tmac's quantizer, so a change to any of them makes a
 new entry. Codes are stored as plain b-bit codes (two per byte), not in the kernel layout,
-which is rebuilt on load: a kernel layout change never meets a stale file.
+which is rebuilt on load: a kernel layout change never meets a stale file. A "base" entry per
+GGUF file keeps the metadata (vocabulary and merges included), the embedding and the norms, so
+that opening a prepared format does not parse the GGUF again.
 """
 from __future__ import annotations
 
@@ -29,18 +31,31 @@ class OpenModel:
     path: Path
     tokenizer: object          # tmac.model.tokenizer.GGUFTokenizer
     model: PreparedModel
-    gguf: object               # tmac.model.loader.GGUFModel (float32 weights)
+    gguf: object               # tmac.model.loader.GGUFModel, or None when served from the cache
 
 
 def open_model(model: str, fmt: ModelFormat, *, use_cache: bool = True, progress=None) -> OpenModel:
-    """``model`` is a GGUF path or a fetched model name ("smollm2")."""
+    """``model`` is a GGUF path or a fetched model name ("smollm2").
+
+    With the cache, a quantized format whose weights were prepared before is opened without
+    parsing the GGUF at all: the metadata, tokenizer, embedding and norms come from a "base"
+    entry (parsing the 49k-token vocabulary with gguf takes ~3 s, dequantizing ~1 s).
+    """
     from tmac.model import loader
     from tmac.model.tokenizer import GGUFTokenizer
 
     path = fetch.resolve(model)
+    cache_file = prepared_path(path, fmt) if use_cache and not fmt.is_float else None
+    base_file = base_path(path) if cache_file is not None else None
+    if cache_file is not None and cache_file.is_file() and base_file.is_file():
+        try:
+            meta, weights = load_base(base_file)
+            prepared = load_prepared(cache_file, weights, fmt)
+            return OpenModel(path, GGUFTokenizer.from_metadata(meta), prepared, None)
+        except (OSError, ValueError, KeyError):
+            pass
     g = loader.load(path)
     tok = GGUFTokenizer.from_metadata(g.metadata)
-    cache_file = prepared_path(path, fmt) if use_cache and not fmt.is_float else None
     prepared = None
     if cache_file is not None and cache_file.is_file():
         try:
@@ -51,21 +66,69 @@ def open_model(model: str, fmt: ModelFormat, *, use_cache: bool = True, progress
         prepared = prepare(g.weights, fmt, progress=progress)
         if cache_file is not None:
             save_prepared(prepared, cache_file)
+    if base_file is not None and not base_file.is_file():
+        save_base(g, base_file)
     return OpenModel(path, tok, prepared, g)
 
 
 def _quantizer_digest():
-    import tmac.reference.quantize as q
+    """Hash of the code that decides quantized values: the reference, the API, FP4."""
+    import tmac
+    import tmac.reference
 
-    return hashlib.sha256(Path(q.__file__).read_bytes()).hexdigest()[:16]
+    files = sorted(Path(tmac.reference.__file__).parent.glob("*.py"))
+    files += [Path(tmac.__file__).parent / name for name in ("api.py", "fp4.py")]
+    digest = hashlib.sha256()
+    for f in files:
+        if f.is_file():
+            digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _file_key(gguf_path):
+    st = Path(gguf_path).stat()
+    return {"gguf": str(Path(gguf_path).resolve()), "size": st.st_size, "mtime": st.st_mtime_ns,
+            "version": STORE_VERSION}
+
+
+def base_path(gguf_path) -> Path:
+    """Cache entry for what every format shares: metadata, embedding, norms."""
+    digest = hashlib.sha256(json.dumps(_file_key(gguf_path), sort_keys=True).encode()).hexdigest()[:16]
+    return fetch.cache_dir() / "prepared" / f"{Path(gguf_path).stem}-base-{digest}.npz"
+
+
+def save_base(g, path: Path):
+    """Metadata (as JSON) and the float32 tensors no format requantizes."""
+    def plain(value):
+        return value.tolist() if hasattr(value, "tolist") else str(value)
+
+    w = g.weights
+    arrays = {"metadata": np.array(json.dumps(g.metadata, default=plain)),
+              "embed": w.embed, "output_norm": w.output_norm,
+              "attn_norm": np.stack([l["attn_norm"] for l in w.layers]),
+              "ffn_norm": np.stack([l["ffn_norm"] for l in w.layers]),
+              "tied": np.array(w.tied)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_base(path: Path):
+    """(metadata dict, LlamaWeights holding the embedding and norms only; no linear weights)."""
+    from tmac.model.loader import LlamaWeights, config_from_metadata
+
+    with np.load(path) as z:
+        meta = json.loads(str(z["metadata"]))
+        config = config_from_metadata(meta)
+        layers = [{"attn_norm": a, "ffn_norm": f} for a, f in zip(z["attn_norm"], z["ffn_norm"])]
+        weights = LlamaWeights(config, z["embed"], None, z["output_norm"], layers, bool(z["tied"]))
+    return meta, weights
 
 
 def prepared_path(gguf_path, fmt: ModelFormat) -> Path:
-    st = Path(gguf_path).stat()
-    key = json.dumps({"gguf": str(Path(gguf_path).resolve()), "size": st.st_size,
-                      "mtime": st.st_mtime_ns, "format": asdict(fmt),
-                      "head": asdict(head_format(fmt)), "quantizer": _quantizer_digest(),
-                      "version": STORE_VERSION}, sort_keys=True)
+    key = json.dumps({**_file_key(gguf_path), "format": asdict(fmt), "head": asdict(head_format(fmt)),
+                      "quantizer": _quantizer_digest()}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return fetch.cache_dir() / "prepared" / f"{Path(gguf_path).stem}-{fmt.name}-{digest}.npz"
 
