@@ -133,9 +133,11 @@ def warmup(isa=None, verbose=False):
     zeros = np.ones((3, 1), np.float32)
     x = rng.standard_normal((1, 40)).astype(np.float32)
     done = {}
+    packed = pack(codes, 2, scales, zeros)      # uint8 zeros: the one-call avx512 int8 path
     for lut in ("int8", "float32"):
         done["lut_" + lut] = dispatch.choose("lut_" + lut, isa)
         lut_matmul(codes, scales, zeros, 2, x, 40, lut, isa=isa)
+        lut_matmul(packed, scales, zeros, 2, x, 40, lut, isa=isa)
         if verbose:
             print(f"lut_{lut}: {done['lut_' + lut]}")
     done["dequant"] = dispatch.choose("dequant", isa)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tmac.layout import UNIT_K, PackedCodes, pack_scales
+from tmac.layout import UNIT_K, PackedCodes, pack_scales, small_integer_zeros, transpose_rows
 from tmac.kernels import tables as _tables
 
 
@@ -125,7 +125,12 @@ def transposed_scales(packed: PackedCodes, scales, zeros, bits, isa="portable"):
         if isa == "avx512" and packed.zeros_u8 is not None:
             return packed.scales_t, packed.zeros_u8
         return packed.scales_t, packed.offsets_t
-    return pack_scales(scales, zeros, bits)
+    sc, off = pack_scales(scales, zeros, bits)
+    if isa == "avx512":      # same kernel specialization as packed weights (no extra compile)
+        z = small_integer_zeros(transpose_rows(zeros))
+        if z is not None:
+            return sc, z
+    return sc, off
 
 
 def default_tiles_per_task(n_tiles: int, threads: int) -> int:
@@ -185,7 +190,9 @@ _fast = []     # (matmul_int8_avx512, tune module, get/set threads, max threads)
 
 def run_int8_avx512(packed: PackedCodes, x, act_group_size, threads, tiles_per_task):
     """The int8 avx512 matmul in one compiled call (table build + kernel), or None when the plan
-    is not unit-aligned (run_lut then handles it). Needs ``packed.scales_t``.
+    is not unit-aligned or the zeros are not small integers (run_lut then handles it: two
+    calls). Needs ``packed.scales_t``. One specialization only (uint8 zeros): each costs ~10 s
+    of compilation, since Numba re-optimizes the linked table build and kernel.
 
     Kept short on purpose: the kernel streams megabytes through the caches, so every Python
     step here runs with cold caches (~0.5-1 µs each at 4096 x 4096)."""
@@ -195,6 +202,8 @@ def run_int8_avx512(packed: PackedCodes, x, act_group_size, threads, tiles_per_t
 
         _fast.append((matmul_int8_avx512, tune) + _thread_control())
     kernel, tune, get, put, most = _fast[0]
+    if packed.zeros_u8 is None:
+        return None
     if x.dtype != np.float32 or not x.flags.c_contiguous:
         x = np.ascontiguousarray(x, np.float32)
     p = plan(packed.k, packed.scales_t.shape[1], int(act_group_size))
@@ -206,7 +215,7 @@ def run_int8_avx512(packed: PackedCodes, x, act_group_size, threads, tiles_per_t
         tiles_per_task = tune.lookup("avx512", packed.m, packed.k, packed.bits, x.shape[0], t, "int8")
     if not tiles_per_task:
         tiles_per_task = packed.data.shape[0] if t <= 1 else default_tiles_per_task(packed.data.shape[0], t)
-    off = packed.offsets_t if packed.zeros_u8 is None else packed.zeros_u8
+    off = packed.zeros_u8
     if t == before:
         out = kernel(x, p.blocks, packed.data, packed.scales_t, off, p.act_group_size, tiles_per_task)
     else:
