@@ -10,12 +10,15 @@ the rows of Q and K so that RoPE rotates *adjacent* pairs (x[2i], x[2i+1]); our 
 """
 from __future__ import annotations
 
+import os
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 SUPPORTED_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
+MAX_DIMENSION = 1 << 24        # larger than any dimension of a real llama model
 
 # per-layer tensors: our name -> GGUF name (without the "blk.{i}." prefix)
 LAYER_TENSORS = {
@@ -27,6 +30,17 @@ LAYER_TENSORS = {
 
 class UnsupportedModelError(ValueError):
     """The GGUF file uses an architecture or tensor type tmac does not run."""
+
+
+class CorruptModelError(ValueError):
+    """The file is not a well-formed GGUF file (truncated, damaged, or inconsistent)."""
+
+
+GGUF_MAGIC = b"GGUF"
+GGUF_VERSIONS = (2, 3)
+# what the gguf package raises on malformed input, besides ValueError
+_PARSE_ERRORS = (ValueError, IndexError, KeyError, TypeError, OverflowError, UnicodeDecodeError,
+                 AssertionError, struct.error)
 
 
 def _require_gguf():
@@ -117,7 +131,9 @@ def config_from_metadata(meta: dict) -> LlamaConfig:
     dim, n_heads = int(get("embedding_length")), int(get("attention.head_count"))
     tokens = meta.get("tokenizer.ggml.tokens")
     vocab = int(meta.get(f"{arch}.vocab_size", len(tokens) if tokens is not None else 0))
-    return LlamaConfig(
+    if n_heads <= 0:
+        raise CorruptModelError(f"{arch}.attention.head_count must be positive, got {n_heads}")
+    config = LlamaConfig(
         n_layers=int(get("block_count")), dim=dim, ffn_dim=int(get("feed_forward_length")),
         n_heads=n_heads, n_kv_heads=int(get("attention.head_count_kv", n_heads)),
         vocab_size=vocab, context_length=int(get("context_length", 2048)),
@@ -125,6 +141,28 @@ def config_from_metadata(meta: dict) -> LlamaConfig:
         rope_dim=int(get("rope.dimension_count", dim // n_heads)),
         norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
         name=str(meta.get("general.name", arch)))
+    check_config(config)
+    return config
+
+
+def check_config(c: LlamaConfig):
+    """Refuse hyperparameters that no llama model has: they would crash or mislead the forward."""
+    sizes = {"block_count": c.n_layers, "embedding_length": c.dim, "feed_forward_length": c.ffn_dim,
+             "attention.head_count": c.n_heads, "attention.head_count_kv": c.n_kv_heads,
+             "vocab_size": c.vocab_size, "context_length": c.context_length,
+             "rope.dimension_count": c.rope_dim}
+    for key, value in sizes.items():
+        if not 0 < value <= MAX_DIMENSION:
+            raise CorruptModelError(f"{c.name}: {key} = {value} is outside 1..{MAX_DIMENSION}")
+    if c.dim % c.n_heads or c.n_heads % c.n_kv_heads:
+        raise CorruptModelError(f"{c.name}: embedding_length {c.dim}, head_count {c.n_heads} and "
+                                f"head_count_kv {c.n_kv_heads} do not divide evenly")
+    if c.rope_dim > c.head_dim or c.rope_dim % 2:
+        raise CorruptModelError(f"{c.name}: rope.dimension_count {c.rope_dim} must be even and at "
+                                f"most the head size {c.head_dim}")
+    if not (np.isfinite(c.rope_base) and c.rope_base > 0 and np.isfinite(c.norm_eps) and c.norm_eps >= 0):
+        raise CorruptModelError(f"{c.name}: rope.freq_base {c.rope_base} and layer_norm_rms_epsilon "
+                                f"{c.norm_eps} must be finite, positive")
 
 
 def dequantize_tensor(tensor) -> np.ndarray:
@@ -144,8 +182,36 @@ def dequantize_tensor(tensor) -> np.ndarray:
     return np.ascontiguousarray(data.reshape(shape))
 
 
+def check_header(path):
+    """Magic and version, before the gguf package maps the file: a clear error for non-GGUF files."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if size < 24 or head[:4] != GGUF_MAGIC:
+        raise CorruptModelError(f"{path} is not a GGUF file (magic {head[:4]!r}, {size} bytes)")
+    version = struct.unpack("<I", head[4:8])[0]
+    if version not in GGUF_VERSIONS:
+        raise CorruptModelError(f"{path}: GGUF version {version} is not supported "
+                                f"(tmac reads {GGUF_VERSIONS})")
+
+
 def load(path) -> GGUFModel:
-    """Read ``path``: metadata, config, and every weight dequantized to float32."""
+    """Read ``path``: metadata, config, and every weight dequantized to float32.
+
+    Raises UnsupportedModelError for an architecture or tensor type tmac does not run, and
+    CorruptModelError (a ValueError) for a file that is truncated, damaged or inconsistent.
+    """
+    check_header(path)
+    try:
+        return _load(path)
+    except (UnsupportedModelError, CorruptModelError):
+        raise
+    except _PARSE_ERRORS as error:
+        raise CorruptModelError(f"{path} is damaged or truncated: {type(error).__name__}: "
+                                f"{str(error)[:200]}") from error
+
+
+def _load(path) -> GGUFModel:
     gguf = _require_gguf()
     reader = gguf.GGUFReader(str(path))
     meta = read_metadata(reader)
@@ -163,6 +229,8 @@ def load(path) -> GGUFModel:
         array = dequantize_tensor(tensors[name])
         if array.shape != shape:
             raise UnsupportedModelError(f"tensor {name} has shape {array.shape}, expected {shape}")
+        if not np.isfinite(array).all():
+            raise CorruptModelError(f"tensor {name} holds NaN or Inf values")
         return array
 
     c = config
