@@ -483,3 +483,20 @@ def test_cli_bench_model_and_fetch_path(tmp_path, monkeypatch, capsys, tiny_path
     assert out.count("| w2 (g32) |") == 2 and "dequant" in out
     assert main(["fetch", "--path"]) == 0
     assert capsys.readouterr().out.strip().endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def test_prepared_model_summary_counts_every_weight(tmp_path):
+    from rich.console import Console
+
+    from tmac.model import formats, loader, runtime, tiny
+
+    g = loader.load(tiny.write_tiny_llama(tmp_path / "tiny.gguf"))
+    model = runtime.prepare(g.weights, formats.parse("w4", group_size=32))
+    report = model.summary()
+    assert sum(r["mb"] for r in report.rows) * 1e6 == pytest.approx(model.weight_bytes())
+    qkv = report.rows[0]
+    c = g.weights.config
+    assert qkv["shape"] == f"{c.dim + 2 * c.kv_dim} x {c.dim}" and qkv["bits"] > 4
+    console = Console(record=True, width=120)
+    console.print(model)
+    assert "gate_up" in console.export_text() and "<table>" in model._repr_html_()

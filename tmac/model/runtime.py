@@ -57,6 +57,41 @@ class PreparedModel:
         mats = [self.head] + [l[k] for l in self.layers for k in LINEARS]
         return sum(m.nbytes for m in mats)
 
+    def summary(self):
+        """A ``tmac.display.Report``: each kind of linear layer with its shape, format and bytes
+        over all layers (a rich table in a terminal, HTML in Jupyter)."""
+        from tmac.display import Report
+
+        c = self.config
+        rows = []
+        for name in LINEARS:
+            mats = [layer[name] for layer in self.layers]
+            rows.append(_matrix_row(f"{name} x {len(mats)} layers", mats, self.format.label))
+        rows.append(_matrix_row("head", [self.head], self.head_format.label))
+        title = (f"{c.name}: {c.n_layers} layers, hidden {c.dim}, FFN {c.ffn_dim}, {c.n_heads} heads "
+                 f"({c.n_kv_heads} KV), vocab {c.vocab_size}; linear weights "
+                 f"{self.weight_bytes() / 1e6:.1f} MB")
+        return Report(title, SUMMARY_COLUMNS, rows)
+
+    def __rich__(self):
+        return self.summary().__rich__()
+
+    def _repr_html_(self):
+        return self.summary()._repr_html_()
+
+
+SUMMARY_COLUMNS = [("matrix", "matrix", "{}"), ("shape", "shape (M x K)", "{}"),
+                   ("format", "format", "{}"), ("bits", "bits/weight", "{:.2f}"),
+                   ("mb", "MB", "{:.2f}")]
+
+
+def _matrix_row(label, mats, format_label):
+    """One summary row for matrices of one shape: float32 arrays or QuantizedWeights."""
+    m, k = mats[0].shape
+    nbytes = sum(w.nbytes for w in mats)
+    return {"matrix": label, "shape": f"{m} x {k}", "format": format_label,
+            "bits": 8 * nbytes / sum(w.shape[0] * w.shape[1] for w in mats), "mb": nbytes / 1e6}
+
 
 LINEARS = ("qkv", "o", "gate_up", "down")
 
