@@ -19,6 +19,10 @@ def test_notebook_outputs_are_stripped(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, monkeypatch):
+    if "real_model" in path.stem:
+        fetch = pytest.importorskip("tmac.model.fetch")
+        if not fetch.is_fetched("smollm2"):
+            pytest.skip("SmolLM2 not fetched (run: tmac fetch smollm2)")
     nbformat = pytest.importorskip("nbformat", reason="the 'notebooks' extra is not installed")
     nbclient = pytest.importorskip("nbclient", reason="the 'notebooks' extra is not installed")
     monkeypatch.setenv("TMAC_NOTEBOOK_SIZE", "512")          # small matrices keep CI quick
