@@ -65,9 +65,25 @@ def measure(w, group_size, formats=None, n_tokens=16, seed=0):
     return out
 
 
-def study(m=256, k=4096, seeds=(0, 1), group_sizes=GROUP_SIZES, npy=()):
-    """Rows (source, group, format, bits/weight, weight NMSE, output NMSE), means over seeds."""
+def smollm2_matrices():
+    """Real weights from the fetched SmolLM2-135M GGUF (``tmac fetch smollm2``), as (label, (M, K)):
+    the token embedding, stored as Q8_0 (8-bit, so close to the float weights; first 4096 rows),
+    and one feed-forward matrix stored as Q4_1 (already on a 4-bit grid per 32 weights)."""
+    from tmac.model import fetch, loader
+
+    if not fetch.is_fetched("smollm2"):
+        raise ValueError("--smollm2 needs the model: run `tmac fetch smollm2` first")
+    weights = loader.load(fetch.cached_path("smollm2")).weights
+    return [("SmolLM2 token_embd (Q8_0, 4096 rows)", weights.embed[:4096]),
+            ("SmolLM2 blk.15.ffn_down (Q4_1)", weights.layers[15]["w_down"])]
+
+
+def study(m=256, k=4096, seeds=(0, 1), group_sizes=GROUP_SIZES, npy=(), real=()):
+    """Rows (source, group, format, bits/weight, weight NMSE, output NMSE), means over seeds.
+
+    ``real``: (label, (M, K) matrix) pairs measured beside the synthetic ones."""
     sources = [(d, [synthetic(d, m, k, s) for s in seeds]) for d in DISTRIBUTIONS]
+    sources += [(label, [np.asarray(w, np.float32)]) for label, w in real]
     for path in npy:
         w = np.load(path).astype(np.float32)
         if w.ndim != 2:

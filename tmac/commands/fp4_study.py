@@ -8,6 +8,8 @@ def add_parser(subparsers):
     p.add_argument("--k", type=int, default=4096, help="columns (default 4096)")
     p.add_argument("--seeds", type=int, default=2, help="synthetic matrices per distribution, averaged")
     p.add_argument("--npy", nargs="*", default=[], help="real (M, K) weight matrices as .npy files")
+    p.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M's weights (tmac fetch "
+                                                          "smollm2 first)")
     p.add_argument("--update", metavar="MARKDOWN", help="replace the table between the fp4-study "
                                                         "markers of this file (e.g. docs/fp4.md)")
     p.add_argument("--plot", metavar="PNG", help="write a plot (needs matplotlib: tmac[fp4])")
@@ -28,11 +30,13 @@ def add_parser(subparsers):
 def run(args):
     from tmac import fp4_study
 
-    rows = fp4_study.study(m=args.m, k=args.k, seeds=tuple(range(args.seeds)), npy=args.npy)
+    real = fp4_study.smollm2_matrices() if args.smollm2 else ()
+    rows = fp4_study.study(m=args.m, k=args.k, seeds=tuple(range(args.seeds)), npy=args.npy,
+                           real=real)
     table = fp4_study.markdown(rows)
     print(table)
     command = (f"tmac fp4-study --m {args.m} --k {args.k} --seeds {args.seeds}"
-               + "".join(f" --npy {p}" for p in args.npy))
+               + (" --smollm2" if args.smollm2 else "") + "".join(f" --npy {p}" for p in args.npy))
     if args.update:
         fp4_study.update_document(args.update, f"Produced by `{command}`.\n\n{table}")
     if args.plot:
