@@ -54,3 +54,18 @@ def test_fp4_bench_command_runs(capsys):
     assert main(["fp4-bench", "--m", "64", "--k", "128", "--group-size", "32", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "M0E4 bit-trick" in out and "int4 int-to-float" in out and "LUT 4-bit" in out
+
+
+def test_real_weights_m0e4_reproduces_q4_1_exactly():
+    """SmolLM2's Q4_1 blocks (w = d*q + m per 32 weights) are M0E4 with a = 16d, b = m - 16d:
+    an M0E4 fit at group 32 must find them with zero error."""
+    from tmac.model import fetch
+
+    if not fetch.is_fetched("smollm2"):
+        pytest.skip("SmolLM2 not fetched (run: tmac fetch smollm2)")
+    from tmac import fp4_study
+
+    (label, embed), (ffn_label, ffn) = fp4_study.smollm2_matrices()
+    assert embed.shape == (4096, 576) and ffn.shape == (576, 1536) and "Q4_1" in ffn_label
+    rows = fp4_study.measure(ffn[:64], 32, formats=["M0E4 lsq"])
+    assert rows["M0E4 lsq"][0] < 1e-12
