@@ -1,12 +1,14 @@
 """``tmac fp4-study`` and ``tmac fp4-bench``: FP4 formats' accuracy, and their kernels' speed."""
 
+from tmac.commands import positive_int
+
 
 def add_parser(subparsers):
     p = subparsers.add_parser("fp4-study", help="weight and output NMSE of int4 asym/sym, M0E4 and "
                                                 "E2M1 at group sizes 32/64/128 (synthetic weights)")
-    p.add_argument("--m", type=int, default=256, help="rows of each synthetic matrix (default 256)")
-    p.add_argument("--k", type=int, default=4096, help="columns (default 4096)")
-    p.add_argument("--seeds", type=int, default=2, help="synthetic matrices per distribution, averaged")
+    p.add_argument("--m", type=positive_int, default=256, help="rows of each synthetic matrix (default 256)")
+    p.add_argument("--k", type=positive_int, default=4096, help="columns (default 4096)")
+    p.add_argument("--seeds", type=positive_int, default=2, help="synthetic matrices per distribution, averaged")
     p.add_argument("--npy", nargs="*", default=[], help="real (M, K) weight matrices as .npy files")
     p.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M's weights (tmac fetch "
                                                           "smollm2 first)")
@@ -17,11 +19,11 @@ def add_parser(subparsers):
 
     b = subparsers.add_parser("fp4-bench", help="M0E4 bit-trick vs int4 int-to-float vs E2M1 dequant "
                                                 "GEMV vs the 4-bit LUT GEMV, median microseconds")
-    b.add_argument("--m", type=int, default=4096)
-    b.add_argument("--k", type=int, default=4096)
-    b.add_argument("--group-size", type=int, default=128)
-    b.add_argument("--repeats", type=int, default=21)
-    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--m", type=positive_int, default=4096)
+    b.add_argument("--k", type=positive_int, default=4096)
+    b.add_argument("--group-size", type=positive_int, default=128)
+    b.add_argument("--repeats", type=positive_int, default=21)
+    b.add_argument("--threads", type=positive_int, default=1)
     b.add_argument("--update", metavar="MARKDOWN", help="replace the table between the fp4-bench "
                                                         "markers of this file (e.g. docs/fp4.md)")
     b.set_defaults(run=run_bench)

@@ -1,5 +1,7 @@
 """``tmac perplexity --model smollm2 --format w4 --ctx 256 FILE``: last line is the number."""
 
+from tmac.commands import positive_int
+
 
 def add_parser(subparsers):
     from tmac.model.cli import add_model_arguments
@@ -10,7 +12,7 @@ def add_parser(subparsers):
     add_model_arguments(p)
     p.add_argument("--ctx", type=int, default=256, help="tokens per chunk (default 256); the "
                                                         "second half of each chunk is scored")
-    p.add_argument("--max-chunks", type=int, default=None, help="score at most this many chunks")
+    p.add_argument("--max-chunks", type=positive_int, default=None, help="score at most this many chunks")
     p.set_defaults(run=run)
 
 
