@@ -20,7 +20,7 @@ def test_info_names_the_path_dispatch_chooses(capsys, monkeypatch):
 
 
 def test_warmup_reports_each_op(capsys):
-    assert main(["warmup", "--isa", "portable"]) == 0
+    assert main(["warmup", "--isa", "portable", "--only", "kernels"]) == 0
     out = capsys.readouterr().out
     assert "lut_int8: portable" in out and "dequant: portable" in out
 
@@ -63,3 +63,11 @@ def test_reports_render_as_rich_html_and_markdown():
     assert "12.3" in text and "numpy" in text and "-" in text
     assert "<td>12.3</td>" in report._repr_html_()
     assert report.to_markdown().splitlines()[2] == "| lut | 12.3 |"
+
+
+def test_warmup_covers_fp4_and_model(capsys):
+    assert main(["warmup", "--only", "fp4", "model"]) == 0
+    out = capsys.readouterr().out
+    for op in ("m0e4_dequant_matmul", "e2m1_dequant_matmul", "int4_dequant_matmul"):
+        assert f"{op}: portable" in out
+    assert "model: " in out
