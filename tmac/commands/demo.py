@@ -10,6 +10,7 @@ def add_parser(subparsers):
     p.add_argument("--backend", default="auto", help="auto, reference, or a kernel backend")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per row (median)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="threads for tmac and numpy (default 1)")
     p.set_defaults(run=run)
 
 
@@ -17,4 +18,4 @@ def run(args):
     from tmac.demo import run_demo
 
     return run_demo(m=args.m, k=args.k, group_size=args.group_size, backend=args.backend,
-                    repeats=args.repeats, seed=args.seed)
+                    repeats=args.repeats, seed=args.seed, threads=args.threads)
