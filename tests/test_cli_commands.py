@@ -71,3 +71,13 @@ def test_warmup_covers_fp4_and_model(capsys):
     for op in ("m0e4_dequant_matmul", "e2m1_dequant_matmul", "int4_dequant_matmul"):
         assert f"{op}: portable" in out
     assert "model: " in out
+
+
+def test_progress_bar_is_quiet_when_not_a_terminal(capsys):
+    from tmac.display import progress
+
+    with progress("working", 3) as advance:
+        for _ in range(3):
+            advance()
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip() == ""
