@@ -58,52 +58,75 @@ def store_kv(qkv, n_rows, dim, n_kv, head_dim, layer_kv, pos):
                 layer_kv[1, h, pos + t, d] = qkv[t, dim + kv_dim + h * head_dim + d]
 
 
-@njit(cache=True, fastmath=FAST, inline="always")
-def _attention_head(qkv, n_rows, h, kh, head_dim, layer_kv, pos, scores, out):
-    """One query head over the cache prefix [0, pos + t] for each of the n_rows queries."""
-    scale = np.float32(1.0 / math.sqrt(head_dim))
-    q0 = h * head_dim
-    for t in range(n_rows):
-        length = pos + t + 1
-        best = np.float32(-np.inf)
-        for s in range(length):
-            dot = np.float32(0.0)
-            for d in range(head_dim):
-                dot += qkv[t, q0 + d] * layer_kv[0, kh, s, d]
-            dot *= scale
-            scores[h, t, s] = dot
-            best = max(best, dot)
-        total = np.float32(0.0)
-        for s in range(length):
-            e = np.exp(scores[h, t, s] - best)
-            scores[h, t, s] = e
-            total += e
-        inv = np.float32(1.0) / total
-        for d in range(head_dim):
-            out[t, q0 + d] = np.float32(0.0)
-        for s in range(length):
-            p = scores[h, t, s] * inv
-            for d in range(head_dim):
-                out[t, q0 + d] += p * layer_kv[1, kh, s, d]
-
-
 @njit(cache=True, fastmath=FAST)
+def attention_rows(qkv, row0, row1, n_heads, n_kv, head_dim, layer_kv, pos, scores, out):
+    """Causal grouped-query attention of the query rows row0..row1-1 (all heads): row t
+    attends to the cache prefix [0, pos + t]. Each (row, head) is computed on its own, so any
+    split of the rows over calls or threads gives the same bits. A plain (not inlined)
+    function on purpose: inlined into a parallel loop's body, the loops lost their
+    vectorization (3x slower per thread)."""
+    group = n_heads // n_kv
+    scale = np.float32(1.0 / math.sqrt(head_dim))
+    for t in range(row0, row1):
+        length = pos + t + 1
+        for h in range(n_heads):
+            kh = h // group
+            q0 = h * head_dim
+            best = np.float32(-np.inf)
+            for s in range(length):
+                dot = np.float32(0.0)
+                for d in range(head_dim):
+                    dot += qkv[t, q0 + d] * layer_kv[0, kh, s, d]
+                dot *= scale
+                scores[h, t, s] = dot
+                best = max(best, dot)
+            total = np.float32(0.0)
+            for s in range(length):
+                e = np.exp(scores[h, t, s] - best)
+                scores[h, t, s] = e
+                total += e
+            inv = np.float32(1.0) / total
+            for d in range(head_dim):
+                out[t, q0 + d] = np.float32(0.0)
+            for s in range(length):
+                p = scores[h, t, s] * inv
+                for d in range(head_dim):
+                    out[t, q0 + d] += p * layer_kv[1, kh, s, d]
+
+
+@njit(cache=True)
 def attention(qkv, n_rows, n_heads, n_kv, head_dim, layer_kv, pos, scores, out):
     """Causal grouped-query attention of the n_rows queries (columns 0..dim of qkv) over the
     cache prefix; scores (n_heads, n_rows, >= pos + n_rows) is scratch. Query head h reads KV
     head h // (n_heads / n_kv). One thread: a decode step's attention is short, and waking
-    threads for it costs more than it saves on a busy machine."""
-    group = n_heads // n_kv
-    for h in range(n_heads):
-        _attention_head(qkv, n_rows, h, h // group, head_dim, layer_kv, pos, scores, out)
+    threads for it costs more than it saves."""
+    attention_rows(qkv, 0, n_rows, n_heads, n_kv, head_dim, layer_kv, pos, scores, out)
 
 
-@njit(cache=True, fastmath=FAST, parallel=True)
+ROW_CHUNKS = 8   # parallel row ranges of prefill steps (any count gives the same bits)
+
+
+@njit(cache=True, inline="always")
+def causal_chunk(c, n_chunks, n_rows, pos):
+    """Rows [r0, r1) of chunk c when n_rows causal query rows at positions pos.. are cut into
+    n_chunks ranges of about equal attention work (row t costs pos + t + 1)."""
+    total = n_rows * (pos + 1) + n_rows * (n_rows - 1) // 2
+    r0 = 0
+    while r0 < n_rows and (r0 * (pos + 1) + r0 * (r0 - 1) // 2) * n_chunks < c * total:
+        r0 += 1
+    r1 = r0
+    while r1 < n_rows and (r1 * (pos + 1) + r1 * (r1 - 1) // 2) * n_chunks < (c + 1) * total:
+        r1 += 1
+    return r0, r1
+
+
+@njit(cache=True, parallel=True)
 def attention_parallel(qkv, n_rows, n_heads, n_kv, head_dim, layer_kv, pos, scores, out):
-    """``attention`` with the heads spread over threads (prefill: n_rows > 1)."""
-    group = n_heads // n_kv
-    for h in prange(n_heads):
-        _attention_head(qkv, n_rows, h, h // group, head_dim, layer_kv, pos, scores, out)
+    """``attention`` with the rows spread over threads in chunks of equal work (prefill);
+    the same bits as ``attention``."""
+    for c in prange(ROW_CHUNKS):
+        r0, r1 = causal_chunk(c, ROW_CHUNKS, n_rows, pos)
+        attention_rows(qkv, r0, r1, n_heads, n_kv, head_dim, layer_kv, pos, scores, out)
 
 
 @njit(cache=True, fastmath=FAST)

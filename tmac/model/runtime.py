@@ -175,6 +175,24 @@ def llama_graph(c: LlamaConfig, table_dims: dict | None = None) -> Graph:
             g.step(f"{name}_matmul", reads=(src,), writes=(dst,))
 
     g.step("embed", writes=("x",))
+    if tabs:
+        # the fused path's steps: each small step builds the next linear's tables in the same
+        # parallel loop over rows (tmac.model.fused), and the FFN residual of a layer is added
+        # by the next layer's first step, so "down" lives across the loop (read before written)
+        t = {name: tabs[name] for name in tabs}
+        g.step("residual_attn_norm_tables", reads=("x", "down"), writes=("x", "h") + t["qkv"])
+        g.step("qkv_lookup", reads=t["qkv"], writes=("qkv",))
+        g.step("rope_store_kv", reads=("qkv",), writes=("qkv",))
+        g.step("attention_tables", reads=("qkv",), writes=("scores", "attn") + t["o"])
+        g.step("o_lookup", reads=t["o"], writes=("o",))
+        g.step("residual_ffn_norm_tables", reads=("x", "o"), writes=("x", "h") + t["gate_up"])
+        g.step("gate_up_lookup", reads=t["gate_up"], writes=("gate_up",))
+        g.step("swiglu_tables", reads=("gate_up",), writes=("act",) + t["down"])
+        g.step("down_lookup", reads=t["down"], writes=("down",))
+        g.step("residual_ffn", reads=("x", "down"), writes=("x",))
+        g.step("output_norm", reads=("x",), writes=("h_out",))
+        linear("head", "h_out", "logits")
+        return g
     g.step("attn_norm", reads=("x",), writes=("h",))
     linear("qkv", "h", "qkv")
     g.step("rope_store_kv", reads=("qkv",), writes=("qkv",))
