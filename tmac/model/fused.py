@@ -69,11 +69,18 @@ def _tables_rows(xin, act, tables, tscale, xsum, starts, stops):
         block_sums(xin[r:r + 1], starts, stops, xsum[r:r + 1])
 
 
+@njit(cache=True, inline="always")
+def _table_plan(w):
+    """(act_group_size, starts, stops, act_group) of a weight tuple."""
+    return w[3], w[8], w[9], w[10]
+
+
 @njit(cache=True)
 def _tables(xin, r0, r1, w, buf):
     """Rows r0..r1-1 of a linear's int8 tables, table scales, block sums and halves (each row
-    on its own: the same bits whatever rows a call covers)."""
-    act, starts, stops, act_of_block = w[3], w[8], w[9], w[10]
+    on its own: the same bits whatever rows a call covers). w = _table_plan(weight): only what
+    the tables need, so the callers do not specialize on the weight's offset type."""
+    act, starts, stops, act_of_block = w
     tables, tscale, xsum, half = buf
     table_scales(xin[r0:r1], act, tscale[r0:r1])
     build_tables_int8(xin[r0:r1], act, tscale[r0:r1], tables[r0:r1])
@@ -108,7 +115,7 @@ def lut_linear(xin, w, buf, out, tiles_per_task, threads=1):
             for b in range(half.shape[1]):
                 half[n, b] = tscale[n, act_of_block[b]] * np.float32(0.5)
     else:
-        _tables(xin, 0, xin.shape[0], w, buf)
+        _tables(xin, 0, xin.shape[0], _table_plan(w), buf)
     _lookup(w, buf, out, tiles_per_task)
 
 
@@ -203,14 +210,15 @@ def layers_avx512(dims, eps, pos, x, attn_norm, ffn_norm, cos, sin, kv,
             wo = _layer_weight(w_o, layer)
             wgu = _layer_weight(w_gu, layer)
             wd = _layer_weight(w_down, layer)
-            _pre_norm_tables(x, down, layer > 0, dim, attn_norm[layer], eps, h, wq, b_qkv)
+            _pre_norm_tables(x, down, layer > 0, dim, attn_norm[layer], eps, h, _table_plan(wq), b_qkv)
             _lookup(wq, b_qkv, qkv, tiles[0])
             _pre_rope_kv(qkv, dim, n_heads, n_kv, hd, rope_dim, cos, sin, kv[layer], pos)
-            _pre_attention_tables(qkv, n_heads, n_kv, hd, kv[layer], pos, scores, attn, wo, b_o)
+            _pre_attention_tables(qkv, n_heads, n_kv, hd, kv[layer], pos, scores, attn,
+                                  _table_plan(wo), b_o)
             _lookup(wo, b_o, o, tiles[1])
-            _pre_norm_tables(x, o, True, dim, ffn_norm[layer], eps, h, wgu, b_gu)
+            _pre_norm_tables(x, o, True, dim, ffn_norm[layer], eps, h, _table_plan(wgu), b_gu)
             _lookup(wgu, b_gu, gu, tiles[2])
-            _pre_swiglu_tables(gu, ffn, act, wd, b_down)
+            _pre_swiglu_tables(gu, ffn, act, _table_plan(wd), b_down)
             _lookup(wd, b_down, down, tiles[3])
         _pre_add(x, down, dim)
         return
