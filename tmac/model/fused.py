@@ -164,7 +164,7 @@ def _pre_attention_tables(qkv, n_heads, n_kv, hd, layer_kv, pos, scores, attn, w
     t = attn.shape[0]
     for c in prange(ops.ROW_CHUNKS):
         r0, r1 = ops.causal_chunk(c, ops.ROW_CHUNKS, t, pos)
-        ops.attention_rows(qkv, r0, r1, n_heads, n_kv, hd, layer_kv, pos, scores, attn)
+        ops.attention_rows(qkv, r0, r1, n_heads, n_kv, hd, layer_kv, pos, scores, attn, 0, n_heads)
         _tables(attn, r0, r1, w, buf)
 
 

@@ -59,17 +59,18 @@ def store_kv(qkv, n_rows, dim, n_kv, head_dim, layer_kv, pos):
 
 
 @njit(cache=True, fastmath=FAST)
-def attention_rows(qkv, row0, row1, n_heads, n_kv, head_dim, layer_kv, pos, scores, out):
-    """Causal grouped-query attention of the query rows row0..row1-1 (all heads): row t
-    attends to the cache prefix [0, pos + t]. Each (row, head) is computed on its own, so any
-    split of the rows over calls or threads gives the same bits. A plain (not inlined)
-    function on purpose: inlined into a parallel loop's body, the loops lost their
+def attention_rows(qkv, row0, row1, n_heads, n_kv, head_dim, layer_kv, pos, scores, out,
+                   head0, head1):
+    """Causal grouped-query attention of the query rows row0..row1-1, heads head0..head1-1:
+    row t attends to the cache prefix [0, pos + t]. Each (row, head) is computed on its own,
+    so any split of rows or heads over calls or threads gives the same bits. A plain (not
+    inlined) function on purpose: inlined into a parallel loop's body, the loops lost their
     vectorization (3x slower per thread)."""
     group = n_heads // n_kv
     scale = np.float32(1.0 / math.sqrt(head_dim))
     for t in range(row0, row1):
         length = pos + t + 1
-        for h in range(n_heads):
+        for h in range(head0, head1):
             kh = h // group
             q0 = h * head_dim
             best = np.float32(-np.inf)
@@ -100,7 +101,8 @@ def attention(qkv, n_rows, n_heads, n_kv, head_dim, layer_kv, pos, scores, out):
     cache prefix; scores (n_heads, n_rows, >= pos + n_rows) is scratch. Query head h reads KV
     head h // (n_heads / n_kv). One thread: a decode step's attention is short, and waking
     threads for it costs more than it saves."""
-    attention_rows(qkv, 0, n_rows, n_heads, n_kv, head_dim, layer_kv, pos, scores, out)
+    attention_rows(qkv, 0, n_rows, n_heads, n_kv, head_dim, layer_kv, pos, scores, out, 0,
+                   n_heads)
 
 
 ROW_CHUNKS = 8   # parallel row ranges of prefill steps (any count gives the same bits)
@@ -126,7 +128,8 @@ def attention_parallel(qkv, n_rows, n_heads, n_kv, head_dim, layer_kv, pos, scor
     the same bits as ``attention``."""
     for c in prange(ROW_CHUNKS):
         r0, r1 = causal_chunk(c, ROW_CHUNKS, n_rows, pos)
-        attention_rows(qkv, r0, r1, n_heads, n_kv, head_dim, layer_kv, pos, scores, out)
+        attention_rows(qkv, r0, r1, n_heads, n_kv, head_dim, layer_kv, pos, scores, out, 0,
+                       n_heads)
 
 
 @njit(cache=True, fastmath=FAST)
