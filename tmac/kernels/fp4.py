@@ -39,13 +39,20 @@ FP32_ONE = 0x3F800000
 FP32_SHIFT = 19
 
 
-def _m0e4_nibble(high):
-    """An intrinsic: uint8 byte -> float32 1 + q/16, q its low (or high) nibble, by bit operations:
+I32 = ir.IntType(32)
 
-        i32 = zext(byte); q = i32 & 15  (or i32 >> 4); bits = (q << 19) | 0x3F800000; bitcast
 
-    32-bit integer IR written out (Numba would widen uint32 arithmetic to 64 bits), then an LLVM
-    ``bitcast``: no int-to-float conversion anywhere. Portable to every CPU.
+def _const(value):
+    return ir.Constant(I32, value)
+
+
+def _nibble_decoder(high, float_bits):
+    """An intrinsic: uint8 byte -> float32, from the low (or high) nibble q of the byte.
+
+    ``float_bits(builder, q)`` emits the 32-bit integer IR that turns q (an i32 in 0..15) into
+    float32 bits; the result is reinterpreted by an LLVM ``bitcast``, so no int-to-float
+    conversion happens anywhere. 32-bit IR is written out because Numba would widen uint32
+    arithmetic to 64 bits. Portable to every CPU.
     """
     @intrinsic
     def decode(typingctx, byte):
@@ -53,55 +60,38 @@ def _m0e4_nibble(high):
             return None
 
         def codegen(context, builder, signature, args):
-            i32 = ir.IntType(32)
-            q = builder.zext(args[0], i32)
-            q = builder.lshr(q, ir.Constant(i32, 4)) if high else builder.and_(q, ir.Constant(i32, 15))
-            bits = builder.or_(builder.shl(q, ir.Constant(i32, FP32_SHIFT)), ir.Constant(i32, FP32_ONE))
-            return builder.bitcast(bits, ir.FloatType())
+            q = builder.zext(args[0], I32)
+            q = builder.lshr(q, _const(4)) if high else builder.and_(q, _const(15))
+            return builder.bitcast(float_bits(builder, q), ir.FloatType())
 
         return types.float32(byte), codegen
     return decode
 
 
-m0e4_low = _m0e4_nibble(high=False)
-m0e4_high = _m0e4_nibble(high=True)
+def _m0e4_bits(builder, q):
+    """M0E4: bits = (q << 19) | 0x3F800000, the float32 1 + q/16."""
+    return builder.or_(builder.shl(q, _const(FP32_SHIFT)), _const(FP32_ONE))
 
 
-def _e2m1_nibble(high):
-    """An intrinsic: uint8 byte -> the float32 value of its low (or high) nibble as an E2M1 code.
+def _e2m1_bits(builder, q):
+    """E2M1 (code = s e1 e0 m, mag = e1 e0 m), bit operations only:
 
-    Bit operations only (code = s e1 e0 m, mag = e1 e0 m):
         sign   = (code & 8) << 28                               bit 3 -> float32 bit 31
         normal = (mag << 22) + (126 << 23)     (e > 0)           exponent e - 1 + 127, mantissa m
         sub    = (-mag) & (126 << 23)          (e = 0: mag < 2)  0.0, or 0.5 = 2^-1
         bits   = sign | select(mag < 2, sub, normal)
     """
-    @intrinsic
-    def decode(typingctx, byte):
-        if byte != types.uint8:
-            return None
-
-        def codegen(context, builder, signature, args):
-            i32 = ir.IntType(32)
-
-            def const(v):
-                return ir.Constant(i32, v)
-
-            q = builder.zext(args[0], i32)
-            q = builder.lshr(q, const(4)) if high else builder.and_(q, const(15))
-            sign = builder.shl(builder.and_(q, const(8)), const(28))
-            mag = builder.and_(q, const(7))
-            normal = builder.add(builder.shl(mag, const(22)), const(126 << 23))
-            sub = builder.and_(builder.neg(mag), const(126 << 23))
-            bits = builder.or_(sign, builder.select(builder.icmp_unsigned("<", mag, const(2)), sub, normal))
-            return builder.bitcast(bits, ir.FloatType())
-
-        return types.float32(byte), codegen
-    return decode
+    sign = builder.shl(builder.and_(q, _const(8)), _const(28))
+    mag = builder.and_(q, _const(7))
+    normal = builder.add(builder.shl(mag, _const(22)), _const(126 << 23))
+    sub = builder.and_(builder.neg(mag), _const(126 << 23))
+    return builder.or_(sign, builder.select(builder.icmp_unsigned("<", mag, _const(2)), sub, normal))
 
 
-e2m1_low = _e2m1_nibble(high=False)
-e2m1_high = _e2m1_nibble(high=True)
+m0e4_low = _nibble_decoder(False, _m0e4_bits)
+m0e4_high = _nibble_decoder(True, _m0e4_bits)
+e2m1_low = _nibble_decoder(False, _e2m1_bits)
+e2m1_high = _nibble_decoder(True, _e2m1_bits)
 
 
 # ---- layout ------------------------------------------------------------------------------------
