@@ -187,16 +187,10 @@ def _timed(runs, repeats):
 
     (Interleaving the kernels call by call was tried: each then slows the next one down, the
     LUT kernel up to 2x, so every kernel is timed in its own block, "hot".)"""
-    import time
+    from tmac.timing import sample_seconds
 
     rows = []
     for name, run in runs:
-        for _ in range(2):
-            run()
-        spent = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            spent.append(time.perf_counter() - start)
+        spent = sample_seconds(run, repeats, warmup=2)
         rows.append((name, float(np.median(spent)) * 1e6, float(np.min(spent)) * 1e6))
     return rows

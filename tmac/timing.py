@@ -8,8 +8,8 @@ import time
 import numpy as np
 
 
-def median_seconds(function, repeats=5, warmup=1):
-    """Median wall time of ``function()`` over ``repeats`` calls, after ``warmup`` untimed calls
+def sample_seconds(function, repeats=5, warmup=1):
+    """Wall times of ``repeats`` calls of ``function()``, after ``warmup`` untimed calls
     (the first call may compile a kernel or fill caches)."""
     for _ in range(warmup):
         function()
@@ -18,4 +18,9 @@ def median_seconds(function, repeats=5, warmup=1):
         start = time.perf_counter()
         function()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return times
+
+
+def median_seconds(function, repeats=5, warmup=1):
+    """Median wall time of ``function()`` over ``repeats`` calls, after ``warmup`` untimed calls."""
+    return float(np.median(sample_seconds(function, repeats, warmup)))
