@@ -14,50 +14,18 @@ imported only when ``tmac.dispatch`` picks the avx512 path; other CPUs run the p
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from numba import njit, prange
 
 import tmac.kernels.lut_avx512
 import tmac.kernels.simd
 import tmac.kernels.tables
+from tmac.kernels.cachedeps import drop_stale_cache
 from tmac.kernels.lut_avx512 import lut_int8_avx512
 from tmac.kernels.tables import block_sums, build_tables_int8, table_scales
-from tmac.model import ops
-
-# Numba's on-disk cache of a function is keyed by its own file only, yet the compiled code
-# includes every function it calls. If a kernel module changes, this module's cached code would
-# be stale (wrong results or a crash), so the cache is dropped when any callee file changes.
-_DEPENDENCIES = (tmac.kernels.lut_avx512, tmac.kernels.tables, ops, tmac.kernels.simd)
-
-
-def _dependency_stamp():
-    import hashlib
-    from pathlib import Path
-
-    files = [Path(m.__file__) for m in _DEPENDENCIES]
-    files += sorted(Path(tmac.kernels.simd.__file__).parent.glob("*.py"))
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.read_bytes())
-    return digest.hexdigest()
-
-
-def _drop_stale_cache(dispatcher):
-    """Remove this module's cached compilations if a callee's source differs from last time."""
-    from pathlib import Path
-
-    try:
-        folder = Path(dispatcher._cache._cache_path)
-        stamp_file = folder / (Path(__file__).stem + ".deps")
-        stamp = _dependency_stamp()
-        if stamp_file.is_file() and stamp_file.read_text() == stamp:
-            return
-        for f in folder.glob(Path(__file__).stem + ".*.nb[ic]"):
-            f.unlink(missing_ok=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        stamp_file.write_text(stamp)
-    except OSError:                     # read-only install: nothing cached here to go stale
-        pass
+from tmac.model import expf, ops
 
 
 @njit(cache=True, parallel=True)
@@ -238,4 +206,8 @@ def layers_avx512(dims, eps, pos, x, attn_norm, ffn_norm, cos, sin, kv,
         ops.add_into(x, t, dim, down)
 
 
-_drop_stale_cache(lut_linear)
+# Numba keys a cached function by its own file, yet the compiled code includes every callee:
+# drop this module's cache when a callee's source changes (else stale code: wrong results)
+drop_stale_cache(lut_linear, __file__,
+                 [m.__file__ for m in (tmac.kernels.lut_avx512, tmac.kernels.tables, ops, expf)]
+                 + sorted(str(f) for f in Path(tmac.kernels.simd.__file__).parent.glob("*.py")))

@@ -2,8 +2,8 @@
 at import). They write into buffers the caller owns (planned by tmac.model.shapes) and read
 only the columns they need, so padded buffers (rows of a 64-multiple width) are fine.
 
-Float order differs from the numpy reference only in summation order and in multiplying by
-reciprocals; the tests state the tolerance.
+Floats differ from the numpy reference in summation order, in multiplying by reciprocals and
+in exp (tmac.model.expf, within 4 ulp); the tests state the tolerance.
 """
 from __future__ import annotations
 
@@ -12,11 +12,17 @@ import math
 import numpy as np
 from numba import njit, prange
 
-# reassociation lets LLVM vectorize the dot products; no "nnan"/"ninf" (softmax uses -inf)
-FAST = {"reassoc", "contract", "nsz", "arcp"}
+from tmac.kernels.cachedeps import drop_stale_cache
+from tmac.model import expf as expf_module
+from tmac.model.expf import FAST, expf
+
+# Options of the ops whose loops should vectorize: FAST lets LLVM reassociate sums; the numpy
+# error model makes float division plain IEEE (Python's model adds a zero-divisor check and
+# raise, a branch that keeps any loop holding a division scalar: SiLU ran 6x slower).
+VECTORIZE = dict(cache=True, fastmath=FAST, error_model="numpy")
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(**VECTORIZE)
 def rms_norm(x, row0, n_rows, dim, weight, eps, out):
     """out[t, :dim] = x[row0 + t, :dim] / sqrt(mean(x^2) + eps) * weight, t < n_rows."""
     for t in range(n_rows):
@@ -58,41 +64,45 @@ def store_kv(qkv, n_rows, dim, n_kv, head_dim, layer_kv, pos):
                 layer_kv[1, h, pos + t, d] = qkv[t, dim + kv_dim + h * head_dim + d]
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(**VECTORIZE)
 def attention_rows(qkv, row0, row1, n_heads, n_kv, head_dim, layer_kv, pos, scores, out,
                    head0, head1):
     """Causal grouped-query attention of the query rows row0..row1-1, heads head0..head1-1:
     row t attends to the cache prefix [0, pos + t]. Each (row, head) is computed on its own,
     so any split of rows or heads over calls or threads gives the same bits. A plain (not
     inlined) function on purpose: inlined into a parallel loop's body, the loops lost their
-    vectorization (3x slower per thread)."""
+    vectorization (3x slower per thread). The 1-D and 2-D views (q, keys, values, row of
+    scores, o) let LLVM vectorize the inner loops; the softmax uses the vectorizable expf."""
     group = n_heads // n_kv
     scale = np.float32(1.0 / math.sqrt(head_dim))
     for t in range(row0, row1):
         length = pos + t + 1
         for h in range(head0, head1):
-            kh = h // group
             q0 = h * head_dim
+            q = qkv[t, q0:q0 + head_dim]
+            keys, values = layer_kv[0, h // group], layer_kv[1, h // group]
+            weights = scores[h, t]
             best = np.float32(-np.inf)
             for s in range(length):
                 dot = np.float32(0.0)
                 for d in range(head_dim):
-                    dot += qkv[t, q0 + d] * layer_kv[0, kh, s, d]
+                    dot += q[d] * keys[s, d]
                 dot *= scale
-                scores[h, t, s] = dot
+                weights[s] = dot
                 best = max(best, dot)
             total = np.float32(0.0)
             for s in range(length):
-                e = np.exp(scores[h, t, s] - best)
-                scores[h, t, s] = e
+                e = expf(weights[s] - best)
+                weights[s] = e
                 total += e
             inv = np.float32(1.0) / total
+            o = out[t, q0:q0 + head_dim]
             for d in range(head_dim):
-                out[t, q0 + d] = np.float32(0.0)
+                o[d] = np.float32(0.0)
             for s in range(length):
-                p = scores[h, t, s] * inv
+                p = weights[s] * inv
                 for d in range(head_dim):
-                    out[t, q0 + d] += p * layer_kv[1, kh, s, d]
+                    o[d] += p * values[s, d]
 
 
 @njit(cache=True)
@@ -132,22 +142,15 @@ def attention_parallel(qkv, n_rows, n_heads, n_kv, head_dim, layer_kv, pos, scor
                        n_heads)
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(**VECTORIZE)
 def swiglu(gate_up, n_rows, ffn_dim, out):
-    """out[t, f] = silu(gate[t, f]) * up[t, f]; gate_up holds the gate rows' outputs first."""
+    """out[t, f] = silu(gate[t, f]) * up[t, f]; gate_up holds the gate rows' outputs first.
+    silu(g) = g / (1 + expf(-g)) with the vectorizable expf."""
     for t in range(n_rows):
+        gate, up, act = gate_up[t, :ffn_dim], gate_up[t, ffn_dim:2 * ffn_dim], out[t, :ffn_dim]
         for f in range(ffn_dim):
-            g = gate_up[t, f]
-            out[t, f] = g / (np.float32(1.0) + np.exp(-g)) * gate_up[t, ffn_dim + f]
-
-
-@njit(cache=True, fastmath=FAST, parallel=True)
-def swiglu_parallel(gate_up, n_rows, ffn_dim, out):
-    """``swiglu`` with the rows spread over threads (prefill)."""
-    for t in prange(n_rows):
-        for f in range(ffn_dim):
-            g = gate_up[t, f]
-            out[t, f] = g / (np.float32(1.0) + np.exp(-g)) * gate_up[t, ffn_dim + f]
+            g = gate[f]
+            act[f] = g / (np.float32(1.0) + expf(-g)) * up[f]
 
 
 @njit(cache=True)
@@ -163,3 +166,6 @@ def gather_rows(table, ids, out):
     """out[t] = table[ids[t]] (embedding lookup)."""
     for t in range(ids.shape[0]):
         out[t, :] = table[ids[t], :]
+
+
+drop_stale_cache(rms_norm, __file__, [expf_module.__file__])   # expf is inlined into this module
