@@ -64,6 +64,12 @@ def store_kv(qkv, n_rows, dim, n_kv, head_dim, layer_kv, pos):
                 layer_kv[1, h, pos + t, d] = qkv[t, dim + kv_dim + h * head_dim + d]
 
 
+# Softmax weights below exp(-30) ~ 1e-13 of the largest (which is 1) are set to 0: they are far
+# below float32 resolution of the sum, and p * v of such weights is subnormal, which costs
+# ~100 cycles per multiply (measured: 40 % of a decode step went to it at 100 tokens of context).
+NEGLIGIBLE_LOGIT = np.float32(-30.0)
+
+
 @njit(**VECTORIZE)
 def attention_rows(qkv, row0, row1, n_heads, n_kv, head_dim, layer_kv, pos, scores, out,
                    head0, head1):
@@ -92,7 +98,8 @@ def attention_rows(qkv, row0, row1, n_heads, n_kv, head_dim, layer_kv, pos, scor
                 best = max(best, dot)
             total = np.float32(0.0)
             for s in range(length):
-                e = expf(weights[s] - best)
+                d = weights[s] - best
+                e = expf(d) if d > NEGLIGIBLE_LOGIT else np.float32(0.0)
                 weights[s] = e
                 total += e
             inv = np.float32(1.0) / total
