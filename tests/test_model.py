@@ -295,6 +295,26 @@ def test_fused_linear_equals_tmac_matmul_bit_for_bit():
                 assert np.array_equal(out[:, :m], expected)
 
 
+@pytest.mark.parametrize("fmt", ["w4", "w2"])
+def test_forward_bits_do_not_depend_on_thread_count(prepared, tok, fmt):
+    """Prefill and decode (whose attention heads go to every thread) give the same logits on
+    1 and 2 threads: no reduction is ever split across threads."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here (NUMBA_NUM_THREADS=1)")
+    ids = tok.encode(TEXT)
+    runs = []
+    for threads in (1, 2):
+        rt = runtime.Runtime(prepared(fmt), max_ctx=64, max_seq=32, threads=threads)
+        steps = [rt.forward(ids, all_logits=True).copy()]
+        for _ in range(5):
+            steps.append(rt.forward([int(steps[-1][-1].argmax())]).copy())
+        runs.append(steps)
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b)
+
+
 def test_chunked_prefill_equals_one_call(prepared, tok):
     pm = prepared("w4")
     ids = tok.encode(TEXT)
