@@ -35,6 +35,19 @@ def test_bench_json_ratios_are_quotients_of_the_times(capsys):
         assert row["vs_dequant"] == pytest.approx(row["lut_us"] / row["dequant_us"], rel=1e-2)
 
 
+def test_bench_times_the_compared_calls_in_alternating_blocks():
+    """lut, dequant and numpy must share the same minutes: blocks alternate round by round."""
+    from tmac.bench import interleaved_median_us
+
+    order = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("lut", "numpy")}
+    medians = interleaved_median_us(calls, {"lut": 10, "numpy": 5}, rounds=5, warmup=1)
+    assert order[:2] == ["lut", "numpy"]                       # warm-up, one each
+    timed = order[2:]
+    assert timed == (["lut", "lut", "numpy"] * 5)
+    assert set(medians) == {"lut", "numpy"} and all(v >= 0 for v in medians.values())
+
+
 def test_tune_writes_a_cache_entry_per_case(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TMAC_CACHE_DIR", str(tmp_path))
     assert main(["tune", "--shapes", "200x128", "--bits", "2", "--threads", "1"]) == 0

@@ -8,7 +8,8 @@ For every (shape, bits, N, regime) it reports the median time after warm-up of
 * ``dequant``  tmac.kernels.dequant_matmul, the dequantize-then-multiply baseline
 
 and derived figures: weight GB/s (packed codes + scales + offsets read per call) and the
-ratios lut/numpy and lut/dequant. "hot" reuses one matrix (cache-resident if it fits);
+ratios lut/numpy and lut/dequant. lut, dequant and numpy are timed in alternating blocks (5
+rounds), so a ratio compares the same minutes of a machine whose speed drifts. "hot" reuses one matrix (cache-resident if it fits);
 "cold" rotates over enough copies to exceed the last-level cache, so weights come from memory.
 
 Run ``python -m tmac.bench --help`` (or ``tmac bench``). Speed is measured, never asserted.
@@ -95,6 +96,30 @@ def median_us(fn, warmup: int = 3, repeat: int = 30, max_seconds: float = 2.0) -
     return statistics.median(times) * 1e6
 
 
+def interleaved_median_us(calls: dict, repeats: dict, rounds: int = 5, warmup: int = 3,
+                          settle_seconds: float = 0.0) -> dict:
+    """Median µs of each ``calls[name]()``, timed in ``rounds`` alternating blocks.
+
+    This VM's speed drifts by tens of percent over seconds, so timing one function after the
+    other would put each in different minutes and their ratio would measure the drift. Here
+    every round times a block of each in turn (``repeats[name]`` calls in all, split over the
+    rounds), after ``warmup`` untimed calls of each; ``settle_seconds`` of sleep follow each
+    block (lets OpenBLAS's spinning threads go idle before Numba's threads need the cores)."""
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in calls}
+    for r in range(rounds):
+        for name, fn in calls.items():
+            for _ in range(-(-repeats[name] // rounds)):
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+            if settle_seconds:
+                time.sleep(settle_seconds)
+    return {name: statistics.median(t) * 1e6 for name, t in times.items()}
+
+
 class Rotation:
     """Cycles over copies of an object; ``next()`` returns the next copy."""
 
@@ -157,26 +182,32 @@ def bench_case(m, k, bits, n, regime, threads, group_size=128, act_group_size=No
     path = dispatch.choose("lut_int8", isa)
     row = {"shape": f"{m}x{k}", "bits": str(bits), "n": n, "regime": regime, "threads": threads,
            "isa": path, "group_size": k if bits == "ternary" else group_size, "act_group_size": act}
-    row["lut_us"] = median_us(lambda: kernels.lut_matmul(lut_set.next(), scales, zeros, b, x, act,
-                                                         isa=isa, threads=threads), repeat=repeat)
-    row["weight_gbps"] = _weight_bytes(packed, path) / row["lut_us"] / 1e3
-    p = klut.plan(k, scales.shape[1], act)
-    row["tables_us"] = median_us(lambda: ktables.prepare_int8(
-        x, p.k_units, p.act_group_size, p.n_act_groups, p.starts, p.stops, p.act_group), repeat=repeat)
+
+    def lut():
+        return kernels.lut_matmul(lut_set.next(), scales, zeros, b, x, act, isa=isa, threads=threads)
+
+    calls, repeats = {"lut": lut}, {"lut": repeat}
     if baselines:
         w = ((codes.astype(np.float32) - np.repeat(zeros, codes.shape[1] // zeros.shape[1], 1))
              * np.repeat(scales, codes.shape[1] // scales.shape[1], 1)).astype(np.float32)
         n_np = 1 if regime == "hot" else max(2, -(-(cold_bytes or 2 * last_level_cache_bytes()) // w.nbytes))
         np_set = Rotation([w] + [w.copy() for _ in range(n_np - 1)])
         xt = np.ascontiguousarray(x.T)
-        # the dequant baseline first: OpenBLAS threads spin for a while after a call and would
-        # keep the second core from Numba's worker (a 4-8 ms scheduler wait per call)
-        dq_set = lut_set        # the same rotation of packed copies (cold: from memory)
-        row["dequant_us"] = median_us(lambda: kernels.dequant_matmul(dq_set.next(), scales, zeros, b, x,
-                                                                     threads=threads), repeat=max(5, repeat // 3))
         set_blas_threads(threads)
-        row["numpy_us"] = median_us(lambda: np_set.next() @ xt, repeat=repeat)
-        del np_set
+        calls["dequant"] = lambda: kernels.dequant_matmul(lut_set.next(), scales, zeros, b, x,
+                                                          threads=threads)
+        calls["numpy"] = lambda: np_set.next() @ xt
+        repeats.update(dequant=max(5, repeat // 3), numpy=repeat)
+    # OpenBLAS's threads spin for a while after a call and would keep the second core from
+    # Numba's worker (a 4-8 ms scheduler wait per call): let them go idle between blocks
+    medians = interleaved_median_us(calls, repeats, settle_seconds=0.2 if threads > 1 else 0.0)
+    row["lut_us"] = medians["lut"]
+    row["weight_gbps"] = _weight_bytes(packed, path) / row["lut_us"] / 1e3
+    p = klut.plan(k, scales.shape[1], act)
+    row["tables_us"] = median_us(lambda: ktables.prepare_int8(
+        x, p.k_units, p.act_group_size, p.n_act_groups, p.starts, p.stops, p.act_group), repeat=repeat)
+    if baselines:
+        row["dequant_us"], row["numpy_us"] = medians["dequant"], medians["numpy"]
         row["vs_numpy"] = row["lut_us"] / row["numpy_us"]
         row["vs_dequant"] = row["lut_us"] / row["dequant_us"]
     return row
