@@ -12,7 +12,7 @@ from tmac.model import ops
 from tmac.model.expf import expf
 
 
-@njit(cache=True, error_model="numpy")
+@njit(error_model="numpy")   # not cached: it inlines expf, whose edits a cache would miss
 def _expf_all(x, out):
     for i in range(x.shape[0]):
         out[i] = expf(x[i])
