@@ -96,21 +96,22 @@ def median_us(fn, warmup: int = 3, repeat: int = 30, max_seconds: float = 2.0) -
     return statistics.median(times) * 1e6
 
 
-def interleaved_median_us(calls: dict, repeats: dict, rounds: int = 5, warmup: int = 3,
+def interleaved_median_us(calls: dict, repeats: dict, rounds: int = 5, warmup: int = 2,
                           settle_seconds: float = 0.0) -> dict:
     """Median µs of each ``calls[name]()``, timed in ``rounds`` alternating blocks.
 
     This VM's speed drifts by tens of percent over seconds, so timing one function after the
     other would put each in different minutes and their ratio would measure the drift. Here
     every round times a block of each in turn (``repeats[name]`` calls in all, split over the
-    rounds), after ``warmup`` untimed calls of each; ``settle_seconds`` of sleep follow each
-    block (lets OpenBLAS's spinning threads go idle before Numba's threads need the cores)."""
-    for fn in calls.values():
-        for _ in range(warmup):
-            fn()
+    rounds). Each block starts with ``warmup`` untimed calls: the other functions' blocks
+    evicted this one's data from the caches, and a "hot" figure must find it cached again (the
+    first call also compiles). ``settle_seconds`` of sleep follow each block (lets OpenBLAS's
+    spinning threads go idle before Numba's threads need the cores)."""
     times = {name: [] for name in calls}
     for r in range(rounds):
         for name, fn in calls.items():
+            for _ in range(warmup):
+                fn()
             for _ in range(-(-repeats[name] // rounds)):
                 t = time.perf_counter()
                 fn()
