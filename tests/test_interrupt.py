@@ -12,7 +12,7 @@ def test_interrupted_tune_keeps_the_cache_intact(tmp_path):
     before = {"some|avx512|64x64|b2|n1|t1|int8": {"tiles_per_task": 1, "us": 1.0, "tried": {}}}
     cache.write_text(json.dumps(before))
     env = dict(os.environ, TMAC_CACHE_DIR=str(tmp_path))
-    # 48 cases; the signal goes once the first is done (tuning is under way, the cache not yet
+    # 36 cases; the signal goes once the first is done (tuning is under way, the cache not yet
     # written), not after a fixed sleep: with warm Numba caches a short list can finish first
     process = subprocess.Popen([sys.executable, "-m", "tmac", "tune", "--shapes", "4096x4096",
                                 "11008x4096", "4096x11008", "--bits", "1", "2", "3", "4",
