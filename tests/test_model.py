@@ -12,9 +12,9 @@ import zipfile
 import numpy as np
 import pytest
 
-pytest.importorskip("gguf")
-pytest.importorskip("tokenizers")
-pytest.importorskip("jinja2")
+pytest.importorskip("gguf", reason="the 'model' extra (gguf) is not installed")
+pytest.importorskip("tokenizers", reason="the 'model' extra (tokenizers) is not installed")
+pytest.importorskip("jinja2", reason="the 'model' extra (jinja2) is not installed")
 
 from tmac.model import fetch, formats, generate, loader, reference, runtime, shapes, store, tiny  # noqa: E402
 from tmac.model.kv_cache import KVCache, ReferenceCacheAdapter  # noqa: E402

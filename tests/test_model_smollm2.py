@@ -7,8 +7,8 @@ ternary), short prompts.
 import numpy as np
 import pytest
 
-pytest.importorskip("gguf")
-pytest.importorskip("tokenizers")
+pytest.importorskip("gguf", reason="the 'model' extra (gguf) is not installed")
+pytest.importorskip("tokenizers", reason="the 'model' extra (tokenizers) is not installed")
 
 from tmac.model import fetch, formats, generate, reference, runtime  # noqa: E402
 

@@ -96,25 +96,26 @@ e2m1_high = _nibble_decoder(True, _e2m1_bits)
 
 # ---- layout ------------------------------------------------------------------------------------
 
+def _row_tiles(a, dtype):
+    """(M, C) -> (ceil(M / 64), C, 64) of ``dtype``: rows in tiles of 64, a tile's rows last;
+    padding rows are 0."""
+    a = np.asarray(a, dtype)
+    m, c = a.shape
+    n_tiles = -(-m // TILE)
+    padded = np.zeros((n_tiles * TILE, c), dtype)
+    padded[:m] = a
+    return padded.reshape(n_tiles, TILE, c).transpose(0, 2, 1)
+
+
 def pack(codes):
     """codes (M, K) uint8 in 0..15 -> (ceil(M / 64), K, 32) uint8, see the module docstring."""
-    codes = np.asarray(codes, np.uint8)
-    m, k = codes.shape
-    n_tiles = -(-m // TILE)
-    padded = np.zeros((n_tiles * TILE, k), np.uint8)
-    padded[:m] = codes
-    tiles = padded.reshape(n_tiles, TILE, k).transpose(0, 2, 1)          # (tiles, K, 64)
+    tiles = _row_tiles(codes, np.uint8)                                 # (tiles, K, 64)
     return np.ascontiguousarray(tiles[..., :HALF] | (tiles[..., HALF:] << 4))
 
 
 def pack_params(params):
     """(M, G) float32 -> (ceil(M / 64), G, 64) float32; padding rows are 0."""
-    params = np.asarray(params, np.float32)
-    m, g = params.shape
-    n_tiles = -(-m // TILE)
-    padded = np.zeros((n_tiles * TILE, g), np.float32)
-    padded[:m] = params
-    return np.ascontiguousarray(padded.reshape(n_tiles, TILE, g).transpose(0, 2, 1))
+    return np.ascontiguousarray(_row_tiles(params, np.float32))
 
 
 # ---- one k: 32 bytes -> 64 weights, three ways ---------------------------------------------------
