@@ -13,7 +13,8 @@ dot products that make llama.cpp's dequant kernels fast, so this baseline is slo
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+
+from tmac.kernels.jit import njit, prange
 
 from tmac.kernels.simd import (add_f32, cvt_i32_f32, load512, mul_f32, set1_f32_512, set1_i32_512,
                                sll_i32, srl_i32, store512, sub_f32, vand, vor, zero512)

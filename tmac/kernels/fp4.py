@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba.core import types
+
+from tmac.kernels.jit import intrinsic, njit, prange
 
 TILE = 64
 HALF = TILE // 2

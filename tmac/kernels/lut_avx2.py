@@ -13,8 +13,7 @@ hold them across blocks); each block adds scale * (lut + offset * xsum) in contr
 """
 from __future__ import annotations
 
-from numba import njit, prange
-
+from tmac.kernels.jit import njit, prange
 from tmac.kernels.simd import (add_f32, add_i32, bcast128_256, cvt_i32_f32, load256, lut16_f32_256,
                                maddubs256, maddwd256, mul_f32, pshufb256, set1_f32_256,
                                set1_i8_256, set1_i32_256, srl_i16, srl_i32, store256, vand, vor,

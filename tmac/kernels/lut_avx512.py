@@ -21,15 +21,13 @@ per register, in the contract's order.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+
+from tmac.kernels.jit import njit, prange
 
 from tmac.kernels.simd import (add_f32, add_i32, cvt_i32_f32, dpbusd512, load512, mul_f32, offsets16,
                                permb512, permps512, set1_f32_512, set1_i8_512, set1_i32_512, srl_i16,
                                prefetch, srl_i32, store512, vand, vor, zero512)
 
-from tmac.kernels import simd as _simd
-from tmac.kernels import tables as _tables
-from tmac.kernels.cachedeps import drop_stale_cache
 from tmac.kernels.tables import prepare_int8
 
 PREFETCH_BYTES = 2048   # software prefetch distance in the packed stream
@@ -269,5 +267,3 @@ def matmul_int8_avx512(x, blocks, data, sc, off, act_group_size, tiles_per_task)
                     tiles_per_task)
     return out
 
-
-drop_stale_cache(matmul_int8_avx512, __file__, [_tables.__file__, _simd.__file__])

@@ -18,7 +18,8 @@ so results do not depend on the thread count.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+
+from tmac.kernels.jit import njit, prange
 
 PLANE_WEIGHTS = np.array([0.5, 1.0, 2.0, 4.0], np.float32)   # 2^(i-1), exact in float32
 

@@ -19,7 +19,8 @@ multiplies and roundings. build_tables_f32 and table_scales_scalar are the plain
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from tmac.kernels.jit import njit
 
 from tmac.kernels.simd import (absum4, hmax4_f32, load512, max_f32, set1_f32_512, store_tables4_f32,
                                store_tables4_int8, zero512)

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba.core import types
+
+from tmac.kernels.jit import intrinsic, njit
 
 FAST = {"reassoc", "contract", "nsz", "arcp"}   # no "nnan"/"ninf": NaN must propagate
 

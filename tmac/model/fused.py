@@ -14,18 +14,12 @@ imported only when ``tmac.dispatch`` picks the avx512 path; other CPUs run the p
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-from numba import njit, prange
 
-import tmac.kernels.lut_avx512
-import tmac.kernels.simd
-import tmac.kernels.tables
-from tmac.kernels.cachedeps import drop_stale_cache
+from tmac.kernels.jit import njit, prange
 from tmac.kernels.lut_avx512 import lut_int8_avx512
 from tmac.kernels.tables import block_sums, build_tables_int8, table_scales
-from tmac.model import expf, ops
+from tmac.model import ops
 
 
 @njit(cache=True, parallel=True)
@@ -218,9 +212,3 @@ def layers_avx512(dims, eps, pos, x, attn_norm, ffn_norm, cos, sin, kv,
         lut_linear(act, _layer_weight(w_down, layer), b_down, down, tiles[3], 1)
         ops.add_into(x, t, dim, down)
 
-
-# Numba keys a cached function by its own file, yet the compiled code includes every callee:
-# drop this module's cache when a callee's source changes (else stale code: wrong results)
-drop_stale_cache(lut_linear, __file__,
-                 [m.__file__ for m in (tmac.kernels.lut_avx512, tmac.kernels.tables, ops, expf)]
-                 + sorted(str(f) for f in Path(tmac.kernels.simd.__file__).parent.glob("*.py")))

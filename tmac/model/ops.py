@@ -10,10 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
 
-from tmac.kernels.cachedeps import drop_stale_cache
-from tmac.model import expf as expf_module
+from tmac.kernels.jit import njit, prange
 from tmac.model.expf import FAST, expf
 
 # Options of the ops whose loops should vectorize: FAST lets LLVM reassociate sums; the numpy
@@ -174,5 +172,3 @@ def gather_rows(table, ids, out):
     for t in range(ids.shape[0]):
         out[t, :] = table[ids[t], :]
 
-
-drop_stale_cache(rms_norm, __file__, [expf_module.__file__])   # expf is inlined into this module

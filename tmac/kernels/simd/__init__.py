@@ -32,7 +32,9 @@ from __future__ import annotations
 
 from llvmlite import ir
 from numba.core import types
-from numba.extending import intrinsic, models, register_model
+from numba.extending import models, register_model
+
+from tmac.kernels.jit import intrinsic
 
 __all__ = [
     "v512", "v256",
