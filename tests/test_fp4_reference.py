@@ -1,4 +1,4 @@
-"""FP4 formats (reference/m0e4.py, reference/e2m1.py) against exact math and ml_dtypes.
+"""FP4 formats (tmac/reference/m0e4.py, tmac/reference/e2m1.py) against exact math and ml_dtypes.
 
 Every one of the 16 codes of both formats is checked: bit patterns from the IEEE layouts written
 out by hand here, values from the formulas, and E2M1 against ml_dtypes' float4_e2m1fn.

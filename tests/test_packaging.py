@@ -1,4 +1,5 @@
-"""Packaging: the wheel installs tmac and tmac.reference, never a bare top-level ``reference``."""
+"""Packaging: the wheel installs tmac and tmac.reference, never a bare top-level ``reference``;
+the source tree has no symlink."""
 
 import os
 import re
@@ -44,3 +45,12 @@ def test_ci_runs_exactly_the_readme_test_command():
     commands = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
     assert len(commands) >= 2 and commands[0].endswith("tmac demo")
     assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_no_symlinks_in_the_source_tree():
+    """A checkout with core.symlinks=false, a Windows checkout and an sdist all see the same
+    files: the repository holds no symbolic link (the spec is the real folder tmac/reference)."""
+    links = [str(p.relative_to(ROOT)) for folder in ("tmac", "tests", "docs", "examples")
+             for p in (ROOT / folder).rglob("*") if p.is_symlink()]
+    assert links == []
+    assert (ROOT / "tmac" / "reference" / "__init__.py").is_file()

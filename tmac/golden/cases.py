@@ -1,4 +1,4 @@
-"""The golden cases: their parameters, their inputs, and every stage computed by ``reference/``.
+"""The golden cases: their parameters, their inputs, and every stage computed by ``tmac/reference/``.
 
 A case is a dict of parameters (``CASES``). ``stages(params, w, x)`` runs the reference on the
 inputs and returns every tensor of the case, in pipeline order, under the names of ``TENSORS``.
