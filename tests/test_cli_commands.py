@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tmac import dispatch
+from tmac.kernels import dispatch
 from tmac.cli import main
 
 
@@ -77,7 +77,7 @@ def test_reports_render_as_rich_html_and_markdown():
 
 
 def test_warmup_covers_fp4_and_model(capsys):
-    assert main(["warmup", "--only", "fp4", "model"]) == 0
+    assert main(["warmup", "--only", "formats", "model"]) == 0
     out = capsys.readouterr().out
     for op in ("m0e4_dequant_matmul", "e2m1_dequant_matmul", "int4_dequant_matmul"):
         assert f"{op}: portable" in out

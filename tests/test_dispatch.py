@@ -1,10 +1,10 @@
-"""tmac.dispatch: ISA choice from CPU features, overrides, refusal of missing ISAs, info."""
+"""tmac.kernels.dispatch: ISA choice from CPU features, overrides, refusal of missing ISAs, info."""
 import subprocess
 import sys
 
 import pytest
 
-from tmac import dispatch
+from tmac.kernels import dispatch
 
 ALL = {"avx2", "avx512f", "avx512bw", "avx512vbmi", "avx512vnni"}
 
@@ -44,7 +44,7 @@ def test_info_reports_features_and_paths():
 
 
 def test_import_compiles_and_loads_no_kernel_module():
-    code = ("import sys, tmac, tmac.kernels, tmac.dispatch; "
+    code = ("import sys, tmac, tmac.kernels, tmac.kernels.dispatch; "
             "print([m for m in sys.modules if m.startswith('tmac.kernels.lut') or m == 'tmac.kernels.dequant'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -65,16 +65,19 @@ def test_committed_set_verifies_on_reference_and_every_kernel_path():
 
 # ---- coverage --------------------------------------------------------------------------------
 
-def test_every_registry_op_is_exported_and_verified():
-    assert set(backends.OP_CALLS) == set(OPS)
+def test_every_registry_op_and_format_is_exported_and_verified():
+    """Both come from the tables: every op some case's format accepts, every format a case."""
+    from tmac.formats import FORMATS
+
+    assert {op for p in cases.CASES for op in backends.ops_for(p)} == set(OPS)
+    assert {p["scheme"] for p in cases.CASES} == set(FORMATS)
     for op in OPS:
         assert f"output.{op}" in cases.TENSORS
 
 
-def test_unknown_registry_op_is_an_error(monkeypatch):
-    monkeypatch.setitem(OPS, "new_op", OPS["dequant_matmul"])
-    with pytest.raises(backends.MissingOpAdapter, match="new_op"):
-        backends.op_runner("new_op", "reference")
+def test_unknown_registry_op_is_an_error():
+    with pytest.raises(KeyError, match="new_op"):
+        backends.applies("new_op", cases.CASES[0])
 
 
 def test_cases_cover_the_contract():

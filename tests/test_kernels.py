@@ -8,7 +8,8 @@ Kernels take sizes as runtime arguments, so the whole matrix compiles each kerne
 import numpy as np
 import pytest
 
-from tmac import dispatch, kernels
+from tmac import kernels
+from tmac.kernels import dispatch
 from tmac.kernels import lut as klut
 from tmac.kernels import tables as ktables
 from tmac.layout import pack

@@ -268,7 +268,7 @@ def test_fused_linear_equals_tmac_matmul_bit_for_bit():
     """The fused path calls kernel internals with preallocated buffers: check it against the
     public API on the model's shapes (K = 576 and 1536, M = 960 / 3072), GEMV and GEMM."""
     import tmac
-    from tmac import dispatch
+    from tmac.kernels import dispatch
 
     if dispatch.choose("lut_int8") != "avx512":
         pytest.skip("the fused path runs on AVX-512 VBMI/VNNI CPUs only")
@@ -282,8 +282,7 @@ def test_fused_linear_equals_tmac_matmul_bit_for_bit():
                            group_size=gs, scheme=scheme)
         act = qw.group_size if qw.group_size < k else k
         p = plan(k, qw.n_groups, act)
-        w = (qw.packed.data, qw.packed.scales_t, qw.packed.offsets_t, np.int64(act), p.u0, p.u1,
-             4 * p.u0, p.weight_group, p.starts, p.stops, p.act_group)
+        w = (qw.packed.data, qw.packed.scales_t, qw.packed.offsets_t, np.int64(act), p.blocks)
         for n in (1, 5):
             x = rng.standard_normal((n, k)).astype(np.float32)
             buf = (np.empty((n, k // 4, 16), np.int8), np.empty((n, p.n_act_groups), np.float32),
@@ -291,7 +290,7 @@ def test_fused_linear_equals_tmac_matmul_bit_for_bit():
             expected = tmac.matmul(qw, x, backend="reference")
             for threads in (1, 2):                # 2: prefill tables built row-parallel
                 out = np.full((n, qw.packed.m_padded), np.nan, np.float32)
-                fused.lut_linear(x, w, buf, out, 2, threads)
+                fused.linear(x, w, buf, out, 2, threads)
                 assert np.array_equal(out[:, :m], expected)
 
 
@@ -408,7 +407,13 @@ def test_open_model_caches_prepared_weights(tmp_path, monkeypatch, tiny_path):
 
 
 def test_formats_are_named_the_same_everywhere():
-    assert formats.FORMATS == ("f32", "w4", "w3", "w2", "w1", "ternary", "m0e4")
+    from tmac.formats import FORMATS as WEIGHT_FORMATS
+
+    assert formats.FORMATS[:5] == ("f32", "w4", "w3", "w2", "w1")
+    assert {"ternary", "m0e4", "sym3", "e2m1"} <= set(formats.FORMATS)
+    # every format of the table, at every width, has a model format name
+    reachable = {(f.scheme, f.bits) for f in map(formats.parse, formats.FORMATS[1:])}
+    assert reachable == {(fmt.name, b) for fmt in WEIGHT_FORMATS.values() for b in fmt.widths}
     assert formats.parse("w3", sym=True).scheme == "sym"
     assert formats.head_format(formats.parse("w2")).name == "w4"
     assert formats.head_format(formats.parse("w4")).name == "w4"

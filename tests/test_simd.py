@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from numba import njit
 
-from tmac import dispatch
-from tmac.kernels import simd as s
+from tmac.kernels import dispatch
+from tmac.kernels.simd import generic as s
+from tmac.kernels.simd import x86
 
 HAVE = dispatch.available()
 rng = np.random.default_rng(0)
@@ -38,8 +39,8 @@ def _generic(b, f, i32, outb, outf, outi, outt, outq):
     s.store_tables4_f32(outt, 0, vf)
     s.store_tables4_int8(outq, 0, vf, s.set1_f32_512(np.float32(20.0)))
     c = s.set1_f32_512(np.float32(7.5))
-    s.store512(outt, 64, s.offsets16(b, 16, c))          # uint8 zeros -> 7.5 - zero
-    s.store512(outt, 80, s.offsets16(f, 0, c))           # float32: the offsets themselves
+    s.store512(outt, 64, s.offsets(b, 16, c))          # uint8 zeros -> 7.5 - zero
+    s.store512(outt, 80, s.offsets(f, 0, c))           # float32: the offsets themselves
     s.store512(outf, 64, s.absum4(vf))
     s.store512(outf, 80, s.max_f32(vf, s.load512(f, 16)))
     outf[96] = s.hmax4_f32(vf)
@@ -81,10 +82,10 @@ def test_generic_primitives():
 
 @njit(cache=True)
 def _avx512(idx, tab, acc, u8, s8, fidx, ftab, out8, out32, outf):
-    s.store512(out8, 0, s.permb512(s.load512(idx, 0), s.load512(tab, 0)))
-    s.store512(out8, 64, s.pshufb512(s.load512(tab, 0), s.load512(idx, 0)))
-    s.store512(out32, 0, s.dpbusd512(s.load512(acc, 0), s.load512(u8, 0), s.load512(s8, 0)))
-    s.store512(outf, 0, s.permps512(s.load512(fidx, 0), s.load512(ftab, 0)))
+    s.store512(out8, 0, x86.permb512(s.load512(idx, 0), s.load512(tab, 0)))
+    s.store512(out8, 64, x86.pshufb512(s.load512(tab, 0), s.load512(idx, 0)))
+    s.store512(out32, 0, x86.dpbusd512(s.load512(acc, 0), s.load512(u8, 0), s.load512(s8, 0)))
+    s.store512(outf, 0, x86.permps512(s.load512(fidx, 0), s.load512(ftab, 0)))
 
 
 @pytest.mark.skipif("avx512" not in HAVE, reason="CPU lacks AVX-512 VBMI/VNNI")
@@ -107,10 +108,10 @@ def test_avx512_primitives():
 
 @njit(cache=True)
 def _avx2(idx, tab, u8, s8, i16, fidx, ftab, out8, out16, out32, outf):
-    s.store256(out8, 0, s.pshufb256(s.load256(tab, 0), s.load256(idx, 0)))
-    s.store256(out16, 0, s.maddubs256(s.load256(u8, 0), s.load256(s8, 0)))
-    s.store256(out32, 0, s.maddwd256(s.load256(i16, 0), s.load256(i16, 16)))
-    s.store256(outf, 0, s.permps256(s.load256(fidx, 0), s.load256(ftab, 0)))
+    s.store256(out8, 0, x86.pshufb256(s.load256(tab, 0), s.load256(idx, 0)))
+    s.store256(out16, 0, x86.maddubs256(s.load256(u8, 0), s.load256(s8, 0)))
+    s.store256(out32, 0, x86.maddwd256(s.load256(i16, 0), s.load256(i16, 16)))
+    s.store256(outf, 0, x86.permps256(s.load256(fidx, 0), s.load256(ftab, 0)))
     s.store256(outf, 8, s.add_f32(s.load256(ftab, 0), s.set1_f32_256(np.float32(1.0))))
     s.store256(out32, 8, s.add_i32(s.set1_i32_256(5), s.zero256()))
     s.store256(out8, 32, s.set1_i8_256(9))

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from tmac import kernels, tune
+from tmac.kernels import tiles
 from tmac.layout import pack
 
 
 @pytest.fixture()
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("TMAC_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(tune, "_cache", None)
+    monkeypatch.setattr(tiles, "_cache", None)
     return tmp_path
 
 
@@ -23,7 +24,7 @@ def test_missing_cache_means_defaults(cache_dir):
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"k": {"tiles_per_task": "x"}}'])
 def test_corrupt_cache_is_ignored_with_a_warning(cache_dir, text):
-    (cache_dir / tune.CACHE_NAME).write_text(text)
+    (cache_dir / tiles.CACHE_NAME).write_text(text)
     with pytest.warns(RuntimeWarning, match="ignoring"):
         assert tune.load_cache() == {}
 
@@ -31,7 +32,7 @@ def test_corrupt_cache_is_ignored_with_a_warning(cache_dir, text):
 def test_round_trip_and_lookup(cache_dir):
     k = tune.key("portable", 100, 64, 3, 1, 2, "int8")
     tune.save_cache({k: {"tiles_per_task": 2, "us": 1.0}})
-    assert json.loads((cache_dir / tune.CACHE_NAME).read_text())[k]["tiles_per_task"] == 2
+    assert json.loads((cache_dir / tiles.CACHE_NAME).read_text())[k]["tiles_per_task"] == 2
     assert tune.lookup("portable", 100, 64, 3, 1, 2, "int8") == 2
 
 

@@ -1,8 +1,7 @@
 """The public API: ``quantize`` and ``matmul``. Validation first, then one dispatch point."""
 
-from tmac import fp4, validation
-from tmac.formats import QuantizedWeight
-from tmac.reference import quantize as _ref_quantize
+from tmac import validation
+from tmac.formats import FORMATS, QuantizedWeight
 from tmac.reference.lut_matmul import LUT_MODES
 from tmac.registry import OPS
 
@@ -17,30 +16,20 @@ def quantize(w, bits=4, group_size=128, scheme="asym"):
     bits        1, 2, 3 or 4. Ignored by scheme="ternary", which always uses 2-bit codes.
     group_size  consecutive K elements sharing a scale and zero: a multiple of 4 dividing K, or
                 None / "row" for one group per row. Ignored by "ternary" (one scale per tensor).
-    scheme      "asym" (GPTQ/AWQ: integer zero per group), "sym" (zero 2^(bits-1)),
-                "ternary" (BitNet b1.58 absmean, codes {1, 2, 3}), or the 4-bit floats
-                "m0e4" (Transformer-Lite, w = a * (1 + q/16) + b) and "e2m1" (OCP FP4);
-                these need bits=4 (see tmac.fp4 and docs/fp4.md).
+    scheme      a format of the format table ``tmac.formats.FORMATS``: "asym" (GPTQ/AWQ:
+                integer zero per group), "sym" (zero 2^(bits-1)), "ternary" (BitNet b1.58
+                absmean, codes {1, 2, 3}), or the 4-bit floats "m0e4" (Transformer-Lite,
+                w = a * (1 + q/16) + b) and "e2m1" (OCP FP4); these need bits=4
+                (see tmac.formats.fp4 and docs/fp4.md).
 
     Returns an immutable QuantizedWeight. Raises TypeError/ValueError naming the bad argument.
     """
     w = validation.float_array("w", w, ndims=(2,))
-    scheme = validation.choice("scheme", scheme, _ref_quantize.SCHEMES + fp4.SCHEMES)
+    fmt = FORMATS[validation.choice("scheme", scheme, tuple(FORMATS))]
     m, k = w.shape
     validation.check_memory("w", w.size * QUANTIZE_BYTES_PER_WEIGHT)
-    if scheme == "ternary":
-        bits, group_size = 2, k
-    else:
-        bits = validation.integer("bits", bits)
-        if not 1 <= bits <= 4:
-            raise ValueError(f"bits must be 1, 2, 3 or 4, got {bits}")
-        group_size = validation.resolve_group_size(group_size, k)
-    if scheme in fp4.SCHEMES:
-        if bits != 4:
-            raise ValueError(f"bits must be 4 for scheme {scheme!r} (a 4-bit format), got {bits}")
-        return fp4.quantize(w, group_size, scheme)
-    codes, scales, zeros = _ref_quantize.quantize(w, bits, group_size, scheme)
-    return QuantizedWeight(codes, scales, zeros, bits, group_size, scheme)
+    bits, group_size = fmt.resolve(bits, group_size, k)
+    return fmt.quantize(w, bits, group_size)
 
 
 def matmul(qw, x, *, backend=BACKENDS_AUTO, lut="int8", act_group_size=None, threads=None):
@@ -57,7 +46,7 @@ def matmul(qw, x, *, backend=BACKENDS_AUTO, lut="int8", act_group_size=None, thr
     threads         worker threads for kernel backends (None: Numba's current setting).
 
     scheme="e2m1" weights are not affine in their codes and have no LUT path: they are
-    dequantized then multiplied (``tmac.fp4``); ``lut`` and ``act_group_size`` do not apply.
+    dequantized then multiplied (``tmac.formats.fp4``); ``lut`` and ``act_group_size`` do not apply.
     """
     if not isinstance(qw, QuantizedWeight):
         raise TypeError(f"qw must be a QuantizedWeight (from tmac.quantize), got {type(qw).__name__}")
@@ -66,11 +55,11 @@ def matmul(qw, x, *, backend=BACKENDS_AUTO, lut="int8", act_group_size=None, thr
     lut = validation.choice("lut", lut, LUT_MODES)
     act = validation.resolve_act_group_size(act_group_size, qw.group_size, qw.shape[1])
     threads = _threads(threads)
-    if qw.scheme in fp4.SCHEMES and qw.scheme not in fp4.LUT_SCHEMES:   # e2m1: no LUT path
-        y = _implementation(fp4.DEQUANT_OPS[qw.scheme], backend)(qw, x2d, threads)
-        return y[0] if squeeze else y
-    implementation = _implementation("lut_matmul", backend)
-    y = implementation(qw, x2d, act, lut, threads)
+    op = qw.format.matmul_op
+    if OPS[op].takes_tables:
+        y = _implementation(op, backend)(qw, x2d, act, lut, threads)
+    else:                               # no LUT path (e2m1): lut and act_group_size do not apply
+        y = _implementation(op, backend)(qw, x2d, threads)
     return y[0] if squeeze else y
 
 
@@ -79,7 +68,7 @@ def dequant_matmul(qw, x, *, backend=BACKENDS_AUTO, threads=None):
     if not isinstance(qw, QuantizedWeight):
         raise TypeError(f"qw must be a QuantizedWeight (from tmac.quantize), got {type(qw).__name__}")
     x2d, squeeze = _activations(x, qw.shape[1])
-    implementation = _implementation(fp4.DEQUANT_OPS.get(qw.scheme, "dequant_matmul"), backend)
+    implementation = _implementation(qw.format.dequant_op, backend)
     y = implementation(qw, x2d, _threads(threads))
     return y[0] if squeeze else y
 
@@ -105,6 +94,6 @@ def _implementation(op_name, backend):
     """The one dispatch point: "auto" runs the kernels on the best path for this CPU
     (or $TMAC_ISA), "reference" the numpy spec, an ISA name that path's kernels."""
     op = OPS[op_name]
-    if backend != BACKENDS_AUTO:
+    if backend not in (BACKENDS_AUTO, "reference"):     # "reference" needs no Numba at all
         validation.choice("backend", backend, op.backends)
     return op.implementation(backend)

@@ -29,7 +29,7 @@ import numpy as np
 
 from tmac import validation
 from tmac.display import Report
-from tmac.tune import parse_shape
+from tmac.validation import parse_shape
 
 SHAPES = ("4096x4096", "11008x4096", "4096x11008")
 BITS = ("1", "2", "3", "4", "ternary")
@@ -134,76 +134,102 @@ class Rotation:
 
 # ----------------------------------------------------------------------------- one case
 
-def _weights(m, k, bits, group_size, rng):
-    """Random packed weight: codes, scales, zeros (ternary: codes 1..3, whole-row scale)."""
-    from tmac.layout import pack
+def weight_spec(spec: str):
+    """A ``--bits`` item -> (format, bits) from the format table: "4" is the default integer
+    format (asym) at 4 bits, "ternary"/"m0e4" a one-width format, "sym3" a format and width."""
+    from tmac.formats import FORMATS
 
-    if bits == "ternary":
-        codes = rng.integers(1, 4, (m, k)).astype(np.uint8)
-        scales = rng.random((m, 1)).astype(np.float32)
-        zeros = np.full((m, 1), 2.0, np.float32)
-        b = 2
-    else:
-        b = int(bits)
-        g = k // validation.resolve_group_size(group_size, k)
-        codes = rng.integers(0, 2**b, (m, k)).astype(np.uint8)
-        scales = (rng.random((m, g)) + 0.5).astype(np.float32) / 2**b
-        zeros = rng.integers(0, 2**b, (m, g)).astype(np.float32)
-    return pack(codes, b, scales, zeros), codes, scales, zeros, b
+    spec = str(spec)
+    if spec.isdigit():
+        spec = f"asym{spec}"
+    if spec in FORMATS:
+        return FORMATS[spec], FORMATS[spec].widths[-1]
+    name = spec.rstrip("0123456789")
+    if name in FORMATS and spec[len(name):] and int(spec[len(name):]) in FORMATS[name].widths:
+        return FORMATS[name], int(spec[len(name):])
+    raise ValueError(f"--bits {spec!r}: expected a width (1, 2, 3, 4), a format name "
+                     f"({', '.join(FORMATS)}) or a format and width such as sym3")
 
 
-def _weight_bytes(packed, isa="portable"):
+def _weight_bytes(packed):
     """Bytes one LUT call reads from the weight: codes, scales and offsets (or uint8 zeros)."""
     from tmac.kernels.lut import transposed_scales
 
-    sc, off = transposed_scales(packed, None, None, packed.bits, isa)
+    sc, off = transposed_scales(packed, None, None, packed.bits)
     return packed.data.nbytes + sc.nbytes + off.nbytes
+
+
+def _copies(qw, count):
+    """``count`` weights holding qw's values in separate memory (cold regime rotation)."""
+    packed = qw.packed
+    if packed is None:
+        return [qw] + [type(qw)(qw.codes.copy(), qw.scales.copy(), qw.zeros.copy(), qw.bits,
+                                qw.group_size, qw.scheme,
+                                params=None if qw.params is None else tuple(p.copy() for p in qw.params))
+                       for _ in range(count - 1)]
+    return [packed] + [packed._replace(data=packed.data.copy(), scales_t=packed.scales_t.copy(),
+                                       offsets_t=packed.offsets_t.copy(),
+                                       zeros_u8=None if packed.zeros_u8 is None
+                                       else packed.zeros_u8.copy())
+                       for _ in range(count - 1)]
 
 
 def bench_case(m, k, bits, n, regime, threads, group_size=128, act_group_size=None,
                isa=None, cold_bytes=None, baselines=True, repeat=30, seed=0):
-    """Time one configuration; returns a dict (one row of the report)."""
-    from tmac import dispatch, kernels
+    """Time one configuration (``bits``: a weight spec, see weight_spec); returns a dict (one
+    row of the report)."""
+    from tmac import kernels
+    from tmac.kernels import dispatch
     from tmac.kernels import lut as klut
     from tmac.kernels import tables as ktables
+    from tmac.registry import OPS
 
     rng = np.random.default_rng(seed)
-    packed, codes, scales, zeros, b = _weights(m, k, bits, group_size, rng)
-    act = act_group_size or (k if bits == "ternary" else group_size)
+    fmt, b = weight_spec(bits)
+    gs = validation.resolve_group_size(group_size, k) if fmt.grouped else k
+    qw = fmt.random(m, k, b, gs, rng)
+    scales, zeros = qw.scales, qw.zeros
+    act = act_group_size or gs
     x = rng.standard_normal((n, k)).astype(np.float32)
+    nbytes = _weight_bytes(qw.packed) if qw.packed is not None else qw.nbytes
     copies = 1
     if regime == "cold":
-        copies = max(2, -(-(cold_bytes or 2 * last_level_cache_bytes()) // _weight_bytes(packed)))
-    lut_set = Rotation([packed] + [packed._replace(data=packed.data.copy(),
-                                                   scales_t=packed.scales_t.copy(),
-                                                   offsets_t=packed.offsets_t.copy(),
-                                                   zeros_u8=None if packed.zeros_u8 is None
-                                                   else packed.zeros_u8.copy())
-                                   for _ in range(copies - 1)])
-    path = dispatch.choose("lut_int8", isa)
+        copies = max(2, -(-(cold_bytes or 2 * last_level_cache_bytes()) // nbytes))
+    lut_set = Rotation(_copies(qw, copies))
+    path = dispatch.choose("lut_int8", isa) if fmt.has_lut_path else "portable"
     row = {"shape": f"{m}x{k}", "bits": str(bits), "n": n, "regime": regime, "threads": threads,
-           "isa": path, "group_size": k if bits == "ternary" else group_size, "act_group_size": act}
+           "isa": path, "group_size": gs, "act_group_size": act}
 
-    def lut():
-        return kernels.lut_matmul(lut_set.next(), scales, zeros, b, x, act, isa=isa, threads=threads)
+    if fmt.has_lut_path:
+        def lut():
+            return kernels.lut_matmul(lut_set.next(), scales, zeros, b, x, act, isa=isa,
+                                      threads=threads)
+    else:
+        run = OPS[fmt.matmul_op].implementation(isa or "auto")
+
+        def lut():
+            return run(lut_set.next(), x, threads)
 
     calls, repeats = {"lut": lut}, {"lut": repeat}
     if baselines:
-        w = ((codes.astype(np.float32) - np.repeat(zeros, codes.shape[1] // zeros.shape[1], 1))
-             * np.repeat(scales, codes.shape[1] // scales.shape[1], 1)).astype(np.float32)
+        w = qw.dequantize()
         n_np = 1 if regime == "hot" else max(2, -(-(cold_bytes or 2 * last_level_cache_bytes()) // w.nbytes))
         np_set = Rotation([w] + [w.copy() for _ in range(n_np - 1)])
         xt = np.ascontiguousarray(x.T)
         set_blas_threads(threads)
-        calls["dequant"] = lambda: kernels.dequant_matmul(lut_set.next(), scales, zeros, b, x,
-                                                          threads=threads)
+        if fmt.has_lut_path:
+            calls["dequant"] = lambda: kernels.dequant_matmul(lut_set.next(), scales, zeros, b, x,
+                                                              threads=threads)
+        else:
+            dequant = OPS[fmt.dequant_op].implementation("auto")
+            calls["dequant"] = lambda: dequant(lut_set.next(), x, threads)
         calls["numpy"] = lambda: np_set.next() @ xt
         repeats.update(dequant=max(5, repeat // 3), numpy=repeat)
     # OpenBLAS's threads spin for a while after a call and would keep the second core from
     # Numba's worker (a 4-8 ms scheduler wait per call): let them go idle between blocks
     medians = interleaved_median_us(calls, repeats, settle_seconds=0.2 if threads > 1 else 0.0)
     row["lut_us"] = medians["lut"]
-    row["weight_gbps"] = _weight_bytes(packed, path) / row["lut_us"] / 1e3
+    row["weight_gbps"] = nbytes / row["lut_us"] / 1e3
     p = klut.plan(k, scales.shape[1], act)
     row["tables_us"] = median_us(lambda: ktables.prepare_int8(
         x, p.k_units, p.act_group_size, p.n_act_groups, p.starts, p.stops, p.act_group), repeat=repeat)
@@ -225,7 +251,9 @@ COLUMNS = [("shape", "shape", "{}"), ("bits", "bits", "{}"), ("n", "N", "{}"), (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), help="MxK, e.g. 4096x4096")
-    parser.add_argument("--bits", nargs="+", default=list(BITS), help="1 2 3 4 ternary")
+    parser.add_argument("--bits", nargs="+", default=list(BITS),
+                        help="weights: widths of the default format (1 2 3 4), format names "
+                             "(ternary, m0e4, e2m1) or a format and width (sym3)")
     parser.add_argument("-n", "--n", nargs="+", type=int, default=list(NS), help="tokens (N)")
     parser.add_argument("--regime", nargs="+", default=["hot", "cold"], choices=["hot", "cold"])
     parser.add_argument("--threads", nargs="+", type=int, default=[1], help="thread counts")

@@ -1,11 +1,14 @@
-"""``tmac.explain``: every step of the table-lookup product for one output element.
+"""``tmac.explain``: every step of the product ``tmac.matmul`` computes, for one output element.
 
 The numbers come from ``tmac.reference`` (the same functions ``matmul(backend="reference")``
-runs), gathered for one row so that a person can follow them: activation groups and their
-tables, each plane's weight bits and table index, the looked-up entries, the shift-accumulate,
-the scale and zero-point epilogue, and the final value beside the dense product.
+runs), gathered for one row so that a person can follow them. For a format with a LUT path:
+activation groups and their tables, each plane's weight bits and table index, the looked-up
+entries, the shift-accumulate, the scale and zero-point epilogue, and the final value beside
+the dense product. For a format without one (e2m1): each weight decoded by the format's own
+definition, its product with the activation and the running sum.
 """
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,17 +105,64 @@ class Explanation:
                      self._blocks_view(), Text(self.summary(), style="bold"))
 
     def _repr_html_(self):
-        from rich.console import Console
+        return _html(self)
 
-        console = Console(record=True, width=140, file=open("/dev/null", "w"))
-        console.print(self)
-        return console.export_html(inline_styles=True)
+
+def _html(renderable):
+    """A rich renderable as inline-styled HTML (recorded on a string buffer, nothing printed)."""
+    from rich.console import Console
+
+    console = Console(record=True, width=140, file=io.StringIO())
+    console.print(renderable)
+    return console.export_html(inline_styles=True)
+
+
+@dataclass(frozen=True)
+class DequantExplanation:
+    """One output element y[row] of a format without a LUT path: dequantize, then multiply.
+
+    Arrays run over k = 0 .. K-1: the row's codes, its weights by the format's own
+    definition, the activations, their float32 products, and the running float32 sum from 0.0
+    in increasing k (the reference's order), whose last entry is the value."""
+
+    row: int
+    scheme: str
+    codes: np.ndarray           # (K,) uint8
+    weights: np.ndarray         # (K,) float32, the format's dequantization
+    x: np.ndarray               # (K,) float32
+    products: np.ndarray        # (K,) float32
+    running: np.ndarray         # (K,) float32
+    value: float                # y[row], bitwise equal to tmac.matmul(..., backend="reference")
+    dense: float                # float64 dot product of the dequantized row with x
+
+    def summary(self):
+        return (f"y[{self.row}] = {self.value:.8g}   dense dequantized product = {self.dense:.8g}"
+                f"   difference = {self.value - self.dense:.3g}")
+
+    def __rich__(self, max_terms=8):
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        t = Table(title=f"{self.scheme}: no LUT path; each weight decoded, times x, summed in order")
+        for column in ("k", "code", "weight", "x", "weight * x", "running sum"):
+            t.add_column(column, justify="right")
+        shown = min(max_terms, len(self.codes))
+        for k in range(shown):
+            t.add_row(str(k), str(self.codes[k]), f"{self.weights[k]:.6g}", f"{self.x[k]:.6g}",
+                      f"{self.products[k]:.6g}", f"{self.running[k]:.6g}")
+        note = Text(f"(showing {shown} of {len(self.codes)} terms)", style="dim")
+        return Group(t, note, Text(self.summary(), style="bold"))
+
+    def _repr_html_(self):
+        return _html(self)
 
 
 def explain(qw, x, row=0, *, lut="int8", act_group_size=None):
     """Explain y[row] of ``tmac.matmul(qw, x)`` for one activation vector x (K,).
 
-    Returns an Explanation (rich renderable in a terminal, HTML in Jupyter).
+    Returns an Explanation (a DequantExplanation for formats without a LUT path): a rich
+    renderable in a terminal, HTML in Jupyter. Its ``value`` equals ``tmac.matmul``'s y[row].
     """
     if not isinstance(qw, QuantizedWeight):
         raise TypeError(f"qw must be a QuantizedWeight (from tmac.quantize), got {type(qw).__name__}")
@@ -125,6 +175,8 @@ def explain(qw, x, row=0, *, lut="int8", act_group_size=None):
         raise ValueError(f"row must be in [0, {m}), got {row}")
     lut = validation.choice("lut", lut, LUT_MODES)
     act = validation.resolve_act_group_size(act_group_size, qw.group_size, k)
+    if not qw.format.has_lut_path:
+        return _explain_dequant(qw, x, row)
 
     codes, scales, zeros = qw.codes[row:row + 1], qw.scales[row:row + 1], qw.zeros[row:row + 1]
     blocks = ref.make_blocks(k, qw.group_size, act)
@@ -149,3 +201,17 @@ def explain(qw, x, row=0, *, lut="int8", act_group_size=None):
         indices=indices[:, 0, :], looked_up=ref.lookup(shown_tables[0], indices[:, 0, :]),
         block_lut=block_lut, block_xsum=xsum[0], block_offset=offset, block_scale=block_scale,
         block_value=block_scale * (block_lut + offset * xsum[0]), value=float(value), dense=dense)
+
+
+def _explain_dequant(qw, x, row):
+    weights = qw.dequantize()[row]
+    products = (weights * x).astype(np.float32)
+    running = np.empty_like(products)
+    total = np.float32(0)
+    for k, p in enumerate(products):
+        total = np.float32(total + p)
+        running[k] = total
+    dense = float(weights.astype(np.float64) @ x.astype(np.float64))
+    return DequantExplanation(row=row, scheme=qw.scheme, codes=qw.codes[row], weights=weights, x=x,
+                              products=products, running=running, value=float(running[-1]),
+                              dense=dense)

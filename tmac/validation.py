@@ -102,3 +102,14 @@ def resolve_act_group_size(act_group_size, group_size, k):
         raise ValueError(f"act_group_size {act} does not nest with group_size {group_size}: one must "
                          "be a multiple of the other (or use 'row')")
     return act
+
+
+def parse_shape(shape: str) -> tuple:
+    """"MxK" -> (M, K), both positive ints; ValueError naming the shape otherwise."""
+    try:
+        m, k = (int(v) for v in shape.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"shape must be MxK with integers, e.g. 4096x4096; got {shape!r}") from None
+    if m < 1 or k < 1:
+        raise ValueError(f"shape must have positive sizes, got {shape!r}")
+    return m, k

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-PARTS = ("kernels", "fp4", "model")
+PARTS = ("kernels", "formats", "model")
 
 
 def warm_kernels(isa=None):
@@ -17,23 +17,24 @@ def warm_kernels(isa=None):
     return kernels.warmup(isa)
 
 
-def warm_fp4():
-    """The FP4 dequant kernels (M0E4 bit trick, int4, E2M1) and M0E4 through the LUT path."""
+def warm_formats():
+    """Every op of every format in the format table, on a small weight of that format (the FP4
+    dequant kernels, M0E4 through the LUT path, ...): {op: path}."""
     import tmac
+    from tmac.formats import FORMATS
     from tmac.registry import OPS
 
     rng = np.random.default_rng(0)
-    w = rng.standard_normal((70, 64)).astype(np.float32)
     x = rng.standard_normal((2, 64)).astype(np.float32)
     done = {}
-    for scheme in ("m0e4", "e2m1"):
-        qw = tmac.quantize(w, bits=4, group_size=32, scheme=scheme)
+    for fmt in FORMATS.values():
+        qw = fmt.random(70, 64, fmt.widths[-1], 32, rng)
         tmac.matmul(qw, x)
         tmac.dequant_matmul(qw, x)
-        done[f"{scheme}_dequant_matmul"] = OPS[f"{scheme}_dequant_matmul"].backends[-1]
-    qw = tmac.quantize(w, bits=4, group_size=32)
-    OPS["int4_dequant_matmul"].implementation("auto")(qw, x)
-    done["int4_dequant_matmul"] = OPS["int4_dequant_matmul"].backends[-1]
+        for op in fmt.ops:
+            if not OPS[op].takes_tables:
+                OPS[op].implementation("auto")(qw, x)
+            done[op] = OPS[op].kernel_backends[0]
     return done
 
 
@@ -58,8 +59,8 @@ def warmup(parts=PARTS, isa=None):
     done = {}
     if "kernels" in parts:
         done.update(warm_kernels(isa))
-    if "fp4" in parts:
-        done.update(warm_fp4())
+    if "formats" in parts:
+        done.update(warm_formats())
     if "model" in parts:
         done.update(warm_model())
     return done

@@ -12,7 +12,7 @@ def run(args):
     from rich.table import Table
 
     import tmac
-    from tmac import dispatch
+    from tmac.kernels import dispatch
 
     info = dispatch.info(args.isa)
     console = Console()

@@ -5,15 +5,18 @@ inputs and returns every tensor of the case, in pipeline order, under the names 
 Export calls it on generated inputs; verify calls it again on the inputs read back from the file,
 so a golden file is checked against the reference of the tmac that reads it.
 
-Adding a case is one line in ``CASES``. Adding a quantization scheme is one entry in
-``SCHEMES`` (a function returning the quantizer stages and the uniform (codes, scales, zeros,
-bits) that the lookup path consumes); everything after quantization is shared.
+Adding a case is one line in ``_ROWS``. A weight format brings its own quantizer stages, tensors
+and weight (``tmac.formats.Format.golden_*``); everything after quantization is shared. A format
+no hand-written row uses gets the format's default cases, so a new format is exported as soon as
+it is declared.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from tmac.reference import bitplanes, e2m1, lut_matmul, m0e4, quantize, tables
+from tmac.formats import FORMATS
+from tmac.registry import OPS
+from tmac.reference import bitplanes, lut_matmul, quantize, tables
 
 # ---- the cases -------------------------------------------------------------------------------
 # name, scheme, bits, M, K, N, group_size, act_group_size, lut, x_pattern
@@ -61,6 +64,8 @@ _ROWS = [
     ("e2m1_m70k100_g20_n1", "e2m1", 4, 70, 100, 1, 20, 20, "none", "normal"),
 ]
 _KEYS = ("name", "scheme", "bits", "m", "k", "n", "group_size", "act_group_size", "lut", "x_pattern")
+_ROWS += [row for fmt in FORMATS.values() if all(r[1] != fmt.name for r in _ROWS)
+          for row in fmt.golden_cases()]
 CASES = [dict(zip(_KEYS, row)) for row in _ROWS]
 X_PATTERNS = ("normal", "zero_group", "ties")
 
@@ -124,14 +129,8 @@ TENSORS = {
     "quantize.codes": ("quantize", "(M, K) uint8 codes in [0, 2^bits)"),
     "quantize.scales": ("quantize", "(M, K // group_size) float32 scale per weight group"),
     "quantize.zeros": ("quantize", "(M, K // group_size) float32 zero point per weight group"),
-    "m0e4.a": ("m0e4", "(M, K // group_size) float32 M0E4 scale a: w = a * (1 + q/16) + b"),
-    "m0e4.b": ("m0e4", "(M, K // group_size) float32 M0E4 offset b"),
-    "m0e4.fp16_bits": ("m0e4", "(M, K) uint16 fp16 bit patterns 0x3C00 | (q << 6) = 1 + q/16"),
-    "m0e4.values": ("m0e4", "(M, K) float32 1 + q/16, the fp16 patterns widened"),
-    "m0e4.w": ("m0e4", "(M, K) float32 (values * a) + b, two roundings (the bit-trick path)"),
-    "e2m1.scales": ("e2m1", "(M, K // group_size) float32 E2M1 scale per group"),
-    "e2m1.values": ("e2m1", "(M, K) float32 E2M1 code values (code 8 is -0.0)"),
-    "e2m1.w": ("e2m1", "(M, K) float32 values * scale, one rounding"),
+    **{name: (name.split(".")[0], meaning) for fmt in FORMATS.values()
+       for name, meaning in fmt.golden_tensors.items()},
     "dequantize.w": ("dequantize", "(M, K) float32 (code - zero) * scale"),
     "blocks.start": ("blocks", "(nblocks,) int32 first padded-K column of each block"),
     "blocks.stop": ("blocks", "(nblocks,) int32 end (exclusive) of each block"),
@@ -162,51 +161,16 @@ TENSORS = {
     "output.e2m1_dequant_matmul": ("output", "(N, M) float32 y = sum_k e2m1.w * x, from 0.0 in "
                                              "increasing k (op e2m1_dequant_matmul)"),
 }
+# an op declared without an entry above still gets its output tensor, described by its summary
+TENSORS.update({f"output.{name}": ("output", f"(N, M) float32 y by op {name}: {op.summary}")
+                for name, op in OPS.items() if f"output.{name}" not in TENSORS})
 INT8_ONLY = ("tables.scales", "tables.inv_scales", "tables.int8", "sums.plane_int", "sums.combined")
 FLOAT32_ONLY = ("sums.plane_float",)
 
 
-def _uniform_scheme(params, w, x):
-    """asym / sym / ternary: the quantizer's own arrays are the lookup path's inputs."""
-    codes, scales, zeros = quantize.quantize(w, params["bits"], params["group_size"],
-                                             params["scheme"])
-    stages = {"quantize.codes": codes, "quantize.scales": scales, "quantize.zeros": zeros}
-    return stages, (codes, scales, zeros, params["bits"])
-
-
-def _m0e4_scheme(params, w, x):
-    """M0E4: codes, (a, b), the bit trick and its matmul; the LUT path gets affine_params(a, b)."""
-    codes, a, b = m0e4.quantize(w, params["group_size"], fit="lsq")
-    scales, zeros = m0e4.affine_params(a, b)
-    stages = {"quantize.codes": codes, "quantize.scales": scales, "quantize.zeros": zeros,
-              "m0e4.a": a, "m0e4.b": b, "m0e4.fp16_bits": m0e4.encode_fp16_bits(codes),
-              "m0e4.values": m0e4.decode(codes), "m0e4.w": m0e4.dequantize(codes, a, b),
-              "check.output.m0e4_dequant_matmul": m0e4.dequant_matmul(codes, a, b, x)}
-    return stages, (codes, scales, zeros, 4)
-
-
-def _e2m1_scheme(params, w, x):
-    """E2M1: codes and scales, decoded values, dequantize-then-multiply; no LUT path."""
-    codes, scales = e2m1.quantize(w, params["group_size"], rule="absmax")
-    stages = {"quantize.codes": codes, "e2m1.scales": scales, "e2m1.values": e2m1.decode(codes),
-              "e2m1.w": e2m1.dequantize(codes, scales),
-              "check.output.e2m1_dequant_matmul": e2m1.dequant_matmul(codes, scales, x)}
-    return stages, None
-
-
-# scheme -> (function(params, w, x) -> (its own stages, (codes, scales, zeros, bits) for the
-#            LUT path, or None where the scheme has none), the tensor prefix it owns)
-# A stage named "check.<tensor>" is not stored: the reference module's own result, which must
-# equal the registry op's output bit for bit.
-SCHEMES = {
-    "asym": (_uniform_scheme, None),
-    "sym": (_uniform_scheme, None),
-    "ternary": (_uniform_scheme, None),
-    "m0e4": (_m0e4_scheme, "m0e4."),
-    "e2m1": (_e2m1_scheme, "e2m1."),
-}
 LUT_MODES = ("int8", "float32", "none")       # "none": the scheme has no lookup path
-SCHEME_ONLY = tuple(prefix for _, prefix in SCHEMES.values() if prefix)
+SCHEME_ONLY = tuple({name.split(".")[0] + "." for fmt in FORMATS.values()
+                     for name in fmt.golden_tensors})       # tensors one format owns
 
 
 def tensor_names(params) -> list[str]:
@@ -215,15 +179,15 @@ def tensor_names(params) -> list[str]:
     applies (``tmac.golden.backends``)."""
     from tmac.golden.backends import ops_for
 
-    own = SCHEMES[params["scheme"]][1]
+    own = tuple(FORMATS[params["scheme"]].golden_tensors)
     outputs = {f"output.{op}" for op in ops_for(params)}
     if params["lut"] == "none":
         stages = [n for n in TENSORS if n.startswith(("input.", "quantize.codes"))
-                  or (own and n.startswith(own))]
+                  or n in own]
     else:
         skip = FLOAT32_ONLY if params["lut"] == "int8" else INT8_ONLY
         stages = [n for n in TENSORS if n not in skip and not n.startswith("output.")
-                  and (not n.startswith(SCHEME_ONLY) or (own and n.startswith(own)))]
+                  and (not n.startswith(SCHEME_ONLY) or n in own)]
     return stages + [n for n in TENSORS if n in outputs]
 
 
@@ -235,7 +199,7 @@ def stages(params, w, x, ops) -> dict:
     tensor ``output.<op>``.
     """
     act, lut = params["act_group_size"], params["lut"]
-    quant_stages, parts = SCHEMES[params["scheme"]][0](params, w, x)
+    quant_stages, parts = FORMATS[params["scheme"]].golden_stages(params, w, x)
     out = {"input.w": w, "input.x": x, **quant_stages}
     if parts is not None:
         out.update(_lut_stages(params, parts, x, act, lut))

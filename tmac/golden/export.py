@@ -56,10 +56,8 @@ def generator_version() -> str:
 
 
 def reference_ops():
-    """op name -> (params, stage tensors, x) -> y, the reference of every ``tmac.registry.OPS``.
-
-    Every op of the registry must have a way to be called here (``OP_CALLS``), so a new op
-    cannot be missing from the golden files."""
+    """op name -> (params, stage tensors, x) -> y, the reference of every ``tmac.registry.OPS``
+    (each case holds the outputs of the ops its format accepts)."""
     from tmac.golden.backends import op_runner
     from tmac.registry import OPS
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tmac.formats import FORMATS
 from tmac.golden import backends as _backends
 from tmac.golden import cases as _cases
 from tmac.golden import container
@@ -126,7 +127,7 @@ def _check_case_entry(path, case, files):
         if kind is int and not 1 <= value <= _LIMITS.get(key, 1 << 16):
             raise GoldenFormatError(f"{path}: case {name!r}: parameter {key!r} = {value} is out "
                                     f"of range 1..{_LIMITS[key]}")
-    if params["scheme"] not in _cases.SCHEMES or params["lut"] not in _cases.LUT_MODES:
+    if params["scheme"] not in FORMATS or params["lut"] not in _cases.LUT_MODES:
         raise GoldenFormatError(f"{path}: case {name!r}: unknown scheme {params['scheme']!r} or "
                                 f"lut {params['lut']!r}")
     if params["x_pattern"] not in _cases.X_PATTERNS:

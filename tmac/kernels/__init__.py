@@ -18,28 +18,10 @@ import importlib
 
 import numpy as np
 
-from tmac import dispatch
+from tmac.kernels import dispatch
 from tmac.layout import PackedCodes, pack, unpack
 
 SMALL_WORK = 4096   # 128-byte steps (packed registers x tokens) below which one thread runs
-
-# (op, isa) -> (module, function)
-_KERNELS = {
-    ("lut_int8", "avx512"): ("tmac.kernels.lut_avx512", "lut_int8_avx512"),
-    ("lut_float32", "avx512"): ("tmac.kernels.lut_avx512", "lut_f32_avx512"),
-    ("lut_int8", "avx2"): ("tmac.kernels.lut_avx2", "lut_int8_avx2"),
-    ("lut_float32", "avx2"): ("tmac.kernels.lut_avx2", "lut_f32_avx2"),
-    ("lut_int8", "portable"): ("tmac.kernels.lut_portable", "lut_int8_portable"),
-    ("lut_float32", "portable"): ("tmac.kernels.lut_portable", "lut_f32_portable"),
-    ("dequant", "portable"): ("tmac.kernels.dequant", "dequant_portable"),
-}
-
-
-@functools.lru_cache(maxsize=None)
-def kernel_for(op: str, isa: str):
-    """The compiled-on-demand kernel function of ``op`` on path ``isa`` (already chosen)."""
-    module, name = _KERNELS[(op, isa)]
-    return getattr(importlib.import_module(module), name)
 
 
 @contextlib.contextmanager
@@ -95,8 +77,8 @@ def lut_matmul(packed, scales, zeros, bits, x, act_group_size, lut="int8", isa=N
     if threads is None and packed.data.size // 128 * len(x) < SMALL_WORK:
         threads = 1     # a second thread costs more to wake than it saves (~20 µs of work)
     lut_module = _lut_module()
-    if path == "avx512" and lut == "int8" and packed.scales_t is not None:
-        out = lut_module.run_int8_avx512(packed, x, act_group_size, threads, tiles_per_task)
+    if lut == "int8" and packed.scales_t is not None:
+        out = lut_module.run_int8_one_call(packed, x, act_group_size, path, threads, tiles_per_task)
         if out is not None:
             return out
     with num_threads(threads) as t:

@@ -16,8 +16,9 @@ import numpy as np
 
 from tmac.kernels.jit import njit, prange
 
-from tmac.kernels.simd import (add_f32, cvt_i32_f32, load512, mul_f32, set1_f32_512, set1_i32_512,
-                               sll_i32, srl_i32, store512, sub_f32, vand, vor, zero512)
+from tmac.kernels.simd.generic import (add_f32, cvt_i32_f32, load512, mul_f32, set1_f32_512,
+                                       set1_i32_512, sll_i32, srl_i32, store512, sub_f32, vand, vor,
+                                       zero512)
 
 K_CHUNK = 128
 

@@ -24,7 +24,7 @@ accumulators are 4 zmm registers: both loops over rows vectorize. Rows are split
 by tile; K is never split (the sum order is fixed).
 
 The bit decoders are small LLVM intrinsics (32-bit integer ops and a bitcast) (no ISA-specific code), so these kernels run
-on every CPU Numba compiles for ("portable" in tmac.dispatch). Nothing compiles at import.
+on every CPU Numba compiles for ("portable" in tmac.kernels.dispatch). Nothing compiles at import.
 """
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ def dequant_kernel(decoder, packed, p1, p2, x, out):
                 out[n, t * TILE + r] = acc[n, r]
 
 
-# ---- entry points (arrays already validated; see tmac.fp4 for QuantizedWeight wrappers) -------
+# ---- entry points (arrays already validated; see tmac.formats.fp4 for the ops) -------
 
 def _run(decoder, packed, p1, p2, x, m):
     x = np.ascontiguousarray(x, np.float32)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from numba import njit, prange  # noqa: F401  (re-exported: the package's decorators)
 from numba.core import caching
-from numba.extending import intrinsic  # noqa: F401
+from numba.extending import intrinsic, overload  # noqa: F401
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent          # .../tmac
 PACKAGE = PACKAGE_DIR.name

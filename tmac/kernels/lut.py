@@ -6,7 +6,8 @@ Steps (all exact per docs/numerics.md):
 1. plan():   blocks of K (width min(A, W)), their weight/activation groups, 16-column units;
 2. tables:   x padded with zeros to the packed width, mirrored tables, int8 quantization;
 3. sums:     xsum per block (left to right), half = table scale * 0.5 per block;
-4. kernel:   lookup + shift-accumulate + epilogue, parallel over 64-row tiles.
+4. kernel:   lookup + shift-accumulate + epilogue, parallel over 64-row tiles, on the ISA path
+             tmac.kernels.dispatch chose (every path: the same functions and arguments).
 """
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tmac.layout import UNIT_K, PackedCodes, pack_scales, small_integer_zeros, transpose_rows
 from tmac.kernels import tables as _tables
+from tmac.kernels import tiles
+from tmac.kernels.dispatch import kernel_for
+from tmac.layout import UNIT_K, PackedCodes, pack_scales, small_integer_zeros, transpose_rows
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,8 @@ class Plan:
     u1: np.ndarray
     aligned: bool          # every block starts on a unit and ends on a unit or at Kp
     blocks: np.ndarray     # (7, nblocks) int64: u0, u1, 4*u0, weight_group, starts, stops,
-                           # act_group (one argument for tmac.kernels.lut_avx512.matmul_int8_avx512,
-                           # which also reads Kp from stops[-1])
+                           # act_group: the kernels' one plan argument (tmac.kernels.portable;
+                           # matmul_int8 also reads Kp from stops[-1])
 
 
 @functools.lru_cache(maxsize=256)
@@ -93,21 +96,23 @@ def float_tables(xp):
 
 
 def unit_slots(qt, p: Plan):
-    """Tables arranged for kernels that walk whole units: (slots, s0).
+    """Tables arranged for kernels that walk whole units: (slots, blocks with the slots' s0).
 
     Aligned plans use the tables as they are (s0 = 4*u0). Otherwise each block gets its own
     copy of the units it touches, with the groups outside the block zeroed (zero entries add
     nothing to the exact integer sums).
     """
     if p.aligned:
-        return qt, 4 * p.u0
+        return qt, p.blocks
     counts = 4 * (p.u1 - p.u0)
     s0 = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     slots = np.zeros((qt.shape[0], int(counts.sum()), 16), np.int8)
     for b in range(len(p.starts)):
         dst = s0[b] + p.g0[b] - 4 * p.u0[b]
         slots[:, dst:dst + p.g1[b] - p.g0[b]] = qt[:, p.g0[b]:p.g1[b]]
-    return slots, s0
+    blocks = p.blocks.copy()
+    blocks[2] = s0
+    return slots, blocks
 
 
 def block_sums(xp, p: Plan):
@@ -116,57 +121,40 @@ def block_sums(xp, p: Plan):
     return out
 
 
-def transposed_scales(packed: PackedCodes, scales, zeros, bits, isa="portable"):
+def transposed_scales(packed: PackedCodes, scales, zeros, bits):
     """(sc, off) in the kernel layout: from the packed weight if it carries them, else now.
 
-    On the avx512 path ``off`` is the uint8 zero points when the weight has them
-    (PackedCodes.zeros_u8; the kernel forms the offsets), else float32 offsets."""
+    ``off`` is the uint8 zero points when every zero is a small integer (PackedCodes.zeros_u8;
+    the kernels form the offsets, same bits, a quarter of the bytes), else float32 offsets."""
     if packed.scales_t is not None:
-        if isa == "avx512" and packed.zeros_u8 is not None:
+        if packed.zeros_u8 is not None:
             return packed.scales_t, packed.zeros_u8
         return packed.scales_t, packed.offsets_t
     sc, off = pack_scales(scales, zeros, bits)
-    if isa == "avx512":      # same kernel specialization as packed weights (no extra compile)
-        z = small_integer_zeros(transpose_rows(zeros))
-        if z is not None:
-            return sc, z
-    return sc, off
-
-
-def default_tiles_per_task(n_tiles: int, threads: int) -> int:
-    """Row tiles per parallel task: one task per tile when there is one thread (no split
-    overhead matters), else about 4 tasks per thread so uneven tiles balance."""
-    if threads <= 1:
-        return n_tiles
-    return max(1, n_tiles // (4 * threads))
+    z = small_integer_zeros(transpose_rows(zeros))
+    return (sc, z) if z is not None else (sc, off)
 
 
 def run_lut(packed: PackedCodes, scales, zeros, x, act_group_size: int, lut: str, isa: str,
             threads: int, tiles_per_task: int | None = None) -> np.ndarray:
-    """The whole LUT matmul on one ISA path ("avx512", "avx2" or "portable"); (N, M) float32."""
-    from tmac.kernels import kernel_for   # late: kernel modules load only when used
-
+    """The whole LUT matmul on ISA path ``isa`` in two calls (tables, then the kernel): any
+    plan, any weight (scales transposed now if the packed weight lacks them); (N, M) float32."""
     x = np.ascontiguousarray(x, np.float32)
     p = plan(packed.k, scales.shape[1], act_group_size)
-    sc, off = transposed_scales(packed, scales, zeros, packed.bits, isa)
+    sc, off = transposed_scales(packed, scales, zeros, packed.bits)
     n_tiles = packed.data.shape[0]
     if tiles_per_task is None:
-        from tmac import tune
-        tiles_per_task = tune.lookup(isa, packed.m, packed.k, packed.bits, x.shape[0], threads, lut)
-    tpt = tiles_per_task or default_tiles_per_task(n_tiles, threads)
+        tiles_per_task = tiles.lookup(isa, packed.m, packed.k, packed.bits, x.shape[0], threads, lut)
+    tpt = tiles_per_task or tiles.default_tiles_per_task(n_tiles, threads)
     out = np.empty((x.shape[0], packed.m_padded), np.float32)
-    kernel = kernel_for("lut_" + lut, isa)
     if lut == "int8":
         qt, half, xsum = _tables.prepare_int8(x, p.k_units, p.act_group_size, p.n_act_groups,
                                                p.starts, p.stops, p.act_group)
-        if isa == "portable":
-            kernel(packed.data, qt, p.g0, p.g1, half, xsum, p.weight_group, sc, off, out, tpt)
-        else:
-            slots, s0 = unit_slots(qt, p)
-            kernel(packed.data, slots, p.u0, p.u1, s0, half, xsum, p.weight_group, sc, off, out, tpt)
+        slots, blocks = unit_slots(qt, p)
+        kernel_for("lut_int8", isa)(packed.data, slots, blocks, half, xsum, sc, off, out, tpt)
     else:
         t, xsum = _tables.prepare_f32(x, p.k_units, p.starts, p.stops)
-        kernel(packed.data, t, p.g0, p.g1, xsum, xsum, p.weight_group, sc, off, out, tpt)
+        kernel_for("lut_float32", isa)(packed.data, t, p.blocks, xsum, sc, off, out, tpt)
     return out[:, :packed.m] if x.shape[0] == 1 else np.ascontiguousarray(out[:, :packed.m])
 
 
@@ -185,25 +173,16 @@ def _thread_control():
     return get, put, numba.config.NUMBA_NUM_THREADS
 
 
-_fast = []     # (matmul_int8_avx512, tune module, get/set threads, max threads), on first use
-
-
-def run_int8_avx512(packed: PackedCodes, x, act_group_size, threads, tiles_per_task):
-    """The int8 avx512 matmul in one compiled call (table build + kernel), or None when the plan
-    is not unit-aligned or the zeros are not small integers (run_lut then handles it: two
-    calls). Needs ``packed.scales_t``. One specialization only (uint8 zeros): each costs ~10 s
-    of compilation, since Numba re-optimizes the linked table build and kernel.
+def run_int8_one_call(packed: PackedCodes, x, act_group_size, isa, threads, tiles_per_task):
+    """The int8 matmul in one compiled call (``matmul_int8`` of path ``isa``: table build +
+    kernel), or None when the plan is not unit-aligned (run_lut then handles it: two calls).
+    Needs ``packed.scales_t``. Offsets are the uint8 zeros where the weight has them (one
+    specialization per path for the usual case; each costs ~10 s of compilation, since Numba
+    re-optimizes the linked table build and kernel).
 
     Kept short on purpose: the kernel streams megabytes through the caches, so every Python
     step here runs with cold caches (~0.5-1 µs each at 4096 x 4096)."""
-    if not _fast:
-        from tmac import tune
-        from tmac.kernels.lut_avx512 import matmul_int8_avx512
-
-        _fast.append((matmul_int8_avx512, tune) + _thread_control())
-    kernel, tune, get, put, most = _fast[0]
-    if packed.zeros_u8 is None:
-        return None
+    get, put, most = _thread_control()
     if x.dtype != np.float32 or not x.flags.c_contiguous:
         x = np.ascontiguousarray(x, np.float32)
     p = plan(packed.k, packed.scales_t.shape[1], int(act_group_size))
@@ -211,11 +190,12 @@ def run_int8_avx512(packed: PackedCodes, x, act_group_size, threads, tiles_per_t
         return None
     before = get()
     t = before if threads is None else max(1, min(int(threads), most))
-    if tiles_per_task is None and tune.has_entries():
-        tiles_per_task = tune.lookup("avx512", packed.m, packed.k, packed.bits, x.shape[0], t, "int8")
+    if tiles_per_task is None and tiles.has_entries():
+        tiles_per_task = tiles.lookup(isa, packed.m, packed.k, packed.bits, x.shape[0], t, "int8")
     if not tiles_per_task:
-        tiles_per_task = packed.data.shape[0] if t <= 1 else default_tiles_per_task(packed.data.shape[0], t)
-    off = packed.zeros_u8
+        tiles_per_task = tiles.default_tiles_per_task(packed.data.shape[0], t)
+    off = packed.zeros_u8 if packed.zeros_u8 is not None else packed.offsets_t
+    kernel = kernel_for("matmul_int8", isa)
     if t == before:
         out = kernel(x, p.blocks, packed.data, packed.scales_t, off, p.act_group_size, tiles_per_task)
     else:

@@ -13,7 +13,7 @@ Float order is exactly docs/numerics.md:
     qT[g, j]     = clip(rint(T[g, j] * inv), -127, 127)           (rint(-v) == -rint(v))
 
 Tables and table scales go 4 groups (one 16-column unit) at a time through vector-IR
-primitives (tmac.kernels.simd: generic LLVM IR, safe on any CPU); the mirror halves the
+primitives (tmac.kernels.simd.generic: generic LLVM IR, safe on any CPU); the mirror halves the
 multiplies and roundings. build_tables_f32 and table_scales_scalar are the plain loops.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 
 from tmac.kernels.jit import njit
 
-from tmac.kernels.simd import (absum4, hmax4_f32, load512, max_f32, set1_f32_512, store_tables4_f32,
-                               store_tables4_int8, zero512)
+from tmac.kernels.simd.generic import (absum4, hmax4_f32, load512, max_f32, set1_f32_512,
+                                       store_tables4_f32, store_tables4_int8, zero512)
 
 
 @njit(cache=True, inline="always")
@@ -161,7 +161,7 @@ def block_sums(xp, starts, stops, out):
 # ----------------------------------------------------------------------------- fused, vector
 #
 # One Numba call per matmul does everything before the lookup: padding, table scales, tables,
-# block sums. The tables of 4 groups come from one vector-IR primitive (tmac.kernels.simd,
+# block sums. The tables of 4 groups come from one vector-IR primitive (tmac.kernels.simd.generic,
 # generic LLVM IR, safe on any CPU); results are identical to the scalar functions above.
 
 

@@ -1,11 +1,10 @@
-"""Model weight formats, named the same everywhere (CLI, docs, bench, tests).
+"""Model weight formats, named the same everywhere (CLI, docs, bench, tests), from the format table.
 
-    f32      weights dequantized from the GGUF to float32, multiplied by numpy (BLAS)
-    w4..w1   uniform 4/3/2/1-bit codes per group of ``group_size`` inputs; asymmetric (GPTQ
-             zero point, the default) or symmetric (``sym=True``)
-    ternary  BitNet b1.58 absmean ternary {-1, 0, +1}, one scale per tensor (2-bit codes)
-    m0e4     Transformer-Lite's 4-bit float (value 1 + q/16 times a scale plus an offset),
-             when tmac.quantize offers scheme "m0e4"
+    f32          weights dequantized from the GGUF to float32, multiplied by numpy (BLAS)
+    w4..w1       the default integer format (asym: GPTQ zero point per group of ``group_size``
+                 inputs) at 4..1 bits; ``sym=True`` takes the symmetric format instead
+    <name><bits> any format of ``tmac.formats.FORMATS`` with several widths, e.g. sym3
+    <name>       a format with one width, e.g. ternary, m0e4, e2m1
 
 K of this model is 576 (attention, gate/up) or 1536 (down): the default group size 64 divides
 both (128 does not divide 576).
@@ -20,46 +19,54 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FORMATS = ("f32", "w4", "w3", "w2", "w1", "ternary", "m0e4")
+from tmac.formats import FORMATS as WEIGHT_FORMATS
+
+DEFAULT_SCHEME = "asym"         # what w1..w4 mean
+SYMMETRIC_SCHEME = "sym"        # what w1..w4 mean with sym=True
 DEFAULT_GROUP_SIZE = 64
+
+
+def _names():
+    """Every model format name, from the format table."""
+    names = ["f32"]
+    for fmt in WEIGHT_FORMATS.values():
+        if fmt.name == DEFAULT_SCHEME:
+            names += [f"w{b}" for b in sorted(fmt.widths, reverse=True)]
+        elif len(fmt.widths) > 1:
+            names += [f"{fmt.name}{b}" for b in sorted(fmt.widths, reverse=True)]
+        else:
+            names.append(fmt.name)
+    return tuple(names)
+
+
+FORMATS = _names()
 
 
 @dataclass(frozen=True)
 class ModelFormat:
     name: str
     bits: int | None          # None for f32
-    group_size: int | None
-    scheme: str | None        # "asym", "sym", "ternary", "m0e4"; None for f32
+    group_size: int | None    # None for f32 and formats with one scale per tensor (ternary)
+    scheme: str | None        # a format of tmac.formats.FORMATS; None for f32
 
     @property
     def is_float(self) -> bool:
-        return self.name == "f32"
+        return self.scheme is None
 
     @property
     def label(self) -> str:
-        if self.is_float or self.scheme in ("ternary",):
+        if self.is_float or self.group_size is None:
             return self.name
-        sym = ", sym" if self.scheme == "sym" else ""
-        return f"{self.name} (g{self.group_size}{sym})"
+        implied = (DEFAULT_SCHEME if self.name.startswith("w") and self.name[1:].isdigit()
+                   else self.scheme)
+        other = f", {self.scheme}" if self.scheme != implied else ""
+        return f"{self.name} (g{self.group_size}{other})"
 
     def quantize(self, w):
         """(M, K) float32 -> QuantizedWeight in this format (never called for f32)."""
         import tmac
 
-        if self.scheme == "ternary":
-            return tmac.quantize(w, scheme="ternary")
         return tmac.quantize(w, bits=self.bits, group_size=self.group_size, scheme=self.scheme)
-
-
-def available_schemes():
-    """Quantization schemes this tmac's ``tmac.quantize`` offers."""
-    from tmac.reference.quantize import SCHEMES
-
-    try:
-        from tmac.fp4 import SCHEMES as FP4_SCHEMES
-    except ImportError:
-        FP4_SCHEMES = ()
-    return tuple(SCHEMES) + tuple(FP4_SCHEMES)
 
 
 def parse(name: str, group_size: int | None = None, sym: bool = False) -> ModelFormat:
@@ -69,21 +76,21 @@ def parse(name: str, group_size: int | None = None, sym: bool = False) -> ModelF
     group_size = DEFAULT_GROUP_SIZE if group_size is None else int(group_size)
     if name == "f32":
         return ModelFormat("f32", None, None, None)
-    if name == "ternary":
-        return ModelFormat("ternary", 2, None, "ternary")
-    if name == "m0e4":
-        if "m0e4" not in available_schemes():
-            raise ValueError("format m0e4 needs tmac.quantize(scheme='m0e4'), which this tmac "
-                             "does not have yet")
-        return ModelFormat("m0e4", 4, group_size, "m0e4")
-    return ModelFormat(name, int(name[1]), group_size, "sym" if sym else "asym")
+    if name in WEIGHT_FORMATS:                            # a format with one width
+        fmt = WEIGHT_FORMATS[name]
+        return ModelFormat(name, fmt.widths[0], group_size if fmt.grouped else None, name)
+    scheme = name.rstrip("0123456789")
+    bits = int(name[len(scheme):])
+    if scheme == "w":
+        scheme = SYMMETRIC_SCHEME if sym else DEFAULT_SCHEME
+    return ModelFormat(name, bits, group_size, scheme)
 
 
 def head_format(fmt: ModelFormat) -> ModelFormat:
     """Format of the output head: the model's own at >= 4 bits (and f32), else w4 asym."""
-    if fmt.is_float or (fmt.bits == 4 and fmt.scheme != "ternary"):
+    if fmt.is_float or (fmt.bits >= 4 and fmt.group_size is not None):
         return fmt
-    return ModelFormat("w4", 4, fmt.group_size or DEFAULT_GROUP_SIZE, "asym")
+    return ModelFormat("w4", 4, fmt.group_size or DEFAULT_GROUP_SIZE, DEFAULT_SCHEME)
 
 
 def stack_rows(parts):
@@ -97,8 +104,8 @@ def stack_rows(parts):
 
     first = parts[0]
     params = None
-    if first.params is not None:             # m0e4 carries its native (a, b) per group
-        params = tuple(np.vstack([p.params[i] for p in parts]) for i in range(2))
+    if first.params is not None:             # e.g. m0e4's native (a, b) per group
+        params = tuple(np.vstack([p.params[i] for p in parts]) for i in range(len(first.params)))
     return QuantizedWeight(np.vstack([p.codes for p in parts]), np.vstack([p.scales for p in parts]),
                            np.vstack([p.zeros for p in parts]), first.bits, first.group_size,
                            first.scheme, params=params)

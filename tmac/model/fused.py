@@ -5,21 +5,112 @@ stack — RMSNorm, tables, LUT GEMV/GEMM, RoPE, KV write, attention, SwiGLU, res
 inside ``layers_avx512``, one compiled call per forward step, writing only into buffers planned
 by ``tmac.model.shapes`` (no allocation in the decode loop).
 
+Its arguments are structured: a ``FusedModel`` built once per runtime (dimensions, norms, RoPE
+tables, the four linears' packed weights stacked over layers, tiling) and a ``Step`` of the
+buffers one forward step writes. They cross into Numba as plain tuples (``plain``; a named
+tuple argument costs ~1.5 µs of typing per call and keeps type-cache entries alive) and are
+named again inside (``_named_model``, ``_named_step``); both are cacheable like any tuple.
+
 This module is the one place the model runtime reaches below ``tmac.kernels.lut_matmul``: it
 calls the kernel functions it wraps (table scales, int8 table build, block sums, the AVX-512
 int8 lookup kernel) with preallocated outputs. ``tests/test_model.py`` checks every fused linear
 against ``tmac.matmul`` element for element, so a change of those internals is caught. It is
-imported only when ``tmac.dispatch`` picks the avx512 path; other CPUs run the per-layer path of
-``tmac.model.runtime`` (the same ops, with ``tmac.kernels.lut_matmul`` per linear layer).
+imported only when ``tmac.kernels.dispatch`` picks the avx512 path; other CPUs run the
+per-layer path of ``tmac.model.runtime`` (the same ops, with ``tmac.kernels.lut_matmul`` per
+linear layer).
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 from tmac.kernels.jit import njit, prange
-from tmac.kernels.lut_avx512 import lut_int8_avx512
 from tmac.kernels.tables import block_sums, build_tables_int8, table_scales
+from tmac.kernels.x86_avx512 import lut_int8
 from tmac.model import ops
+
+
+class Linear(NamedTuple):
+    """One linear layer's packed weight (or all layers', stacked on a leading axis) and plan.
+
+    data (Mt, U, bits, 2, 64) uint8, sc (Mt, G, 64) float32, off: the offsets (float32) or the
+    uint8 zeros, act: the activation group, blocks: tmac.kernels.lut.Plan.blocks."""
+
+    data: np.ndarray
+    sc: np.ndarray
+    off: np.ndarray
+    act: np.int64
+    blocks: np.ndarray
+
+
+class Tables(NamedTuple):
+    """A linear's int8 table buffers for T rows: tables (T, Kpp/4, 16) int8, table scales
+    (T, n_act), block sums and halves (T, nblocks), float32."""
+
+    tables: np.ndarray
+    tscale: np.ndarray
+    xsum: np.ndarray
+    half: np.ndarray
+
+
+class FusedModel(NamedTuple):
+    """What stays fixed over a runtime's life.
+
+    dims = (n_layers, dim, ffn_dim, n_heads, n_kv_heads, head_dim, rope_dim); norms (layers,
+    dim); cos/sin (max_ctx, rope_dim / 2); qkv/o/gate_up/down: Linear stacked over layers;
+    tiles: row tiles per parallel task for (qkv, o, gate_up, down)."""
+
+    dims: tuple
+    eps: np.float32
+    attn_norm: np.ndarray
+    ffn_norm: np.ndarray
+    cos: np.ndarray
+    sin: np.ndarray
+    qkv: Linear
+    o: Linear
+    gate_up: Linear
+    down: Linear
+    tiles: tuple
+
+
+class Step(NamedTuple):
+    """The buffers of one forward step (views of the planned arena) and the KV cache storage
+    (layers, 2, Hkv, max_ctx, hd); tables_* are the four linears' table buffers."""
+
+    x: np.ndarray
+    h: np.ndarray
+    qkv: np.ndarray
+    scores: np.ndarray
+    attn: np.ndarray
+    o: np.ndarray
+    gate_up: np.ndarray
+    act: np.ndarray
+    down: np.ndarray
+    kv: np.ndarray
+    tables_qkv: Tables
+    tables_o: Tables
+    tables_gate_up: Tables
+    tables_down: Tables
+
+
+def plain(value):
+    """A (nested) named tuple as plain tuples, the form the entry points take."""
+    if isinstance(value, tuple):
+        return tuple(plain(v) for v in value)
+    return value
+
+
+@njit(cache=True, inline="always")
+def _named_model(t):
+    return FusedModel(t[0], t[1], t[2], t[3], t[4], t[5], Linear(*t[6]), Linear(*t[7]),
+                      Linear(*t[8]), Linear(*t[9]), t[10])
+
+
+@njit(cache=True, inline="always")
+def _named_step(t):
+    return Step(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], Tables(*t[10]),
+                Tables(*t[11]), Tables(*t[12]), Tables(*t[13]))
 
 
 @njit(cache=True, parallel=True)
@@ -33,58 +124,55 @@ def _tables_rows(xin, act, tables, tscale, xsum, starts, stops):
 
 @njit(cache=True, inline="always")
 def _table_plan(w):
-    """(act_group_size, starts, stops, act_group) of a weight tuple."""
-    return w[3], w[8], w[9], w[10]
+    """(act_group_size, blocks) of a Linear: only what the tables need, so the callers do not
+    specialize on the weight's offset type."""
+    return w.act, w.blocks
 
 
 @njit(cache=True)
-def _tables(xin, r0, r1, w, buf):
+def _tables(xin, r0, r1, plan, buf):
     """Rows r0..r1-1 of a linear's int8 tables, table scales, block sums and halves (each row
-    on its own: the same bits whatever rows a call covers). w = _table_plan(weight): only what
-    the tables need, so the callers do not specialize on the weight's offset type."""
-    act, starts, stops, act_of_block = w
-    tables, tscale, xsum, half = buf
-    table_scales(xin[r0:r1], act, tscale[r0:r1])
-    build_tables_int8(xin[r0:r1], act, tscale[r0:r1], tables[r0:r1])
-    block_sums(xin[r0:r1], starts, stops, xsum[r0:r1])
+    on its own: the same bits whatever rows a call covers). plan = _table_plan(weight)."""
+    act, blocks = plan
+    table_scales(xin[r0:r1], act, buf.tscale[r0:r1])
+    build_tables_int8(xin[r0:r1], act, buf.tscale[r0:r1], buf.tables[r0:r1])
+    block_sums(xin[r0:r1], blocks[4], blocks[5], buf.xsum[r0:r1])
     for n in range(r0, r1):
-        for b in range(half.shape[1]):
-            half[n, b] = tscale[n, act_of_block[b]] * np.float32(0.5)
+        for b in range(buf.half.shape[1]):
+            buf.half[n, b] = buf.tscale[n, blocks[6, b]] * np.float32(0.5)
 
 
 @njit(cache=True)
 def _lookup(w, buf, out, tiles_per_task):
     """The LUT kernel on tables already built (parallel over row tiles)."""
-    data, sc, off, act, u0, u1, s0, wg, starts, stops, act_of_block = w
-    tables, tscale, xsum, half = buf
-    lut_int8_avx512(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tiles_per_task)
+    lut_int8(w.data, buf.tables, w.blocks, buf.half, buf.xsum, w.sc, w.off, out, tiles_per_task)
+
+
+@njit(cache=True)
+def linear(xin, w, buf, out, tiles_per_task, threads=1):
+    """Entry point of lut_linear: w, buf as plain tuples (``plain(Linear)``, ``plain(Tables)``)."""
+    lut_linear(xin, Linear(*w), Tables(*buf), out, tiles_per_task, threads)
 
 
 @njit(cache=True)
 def lut_linear(xin, w, buf, out, tiles_per_task, threads=1):
     """out (T, Mp) = xin (T, Kpp) @ W.T by int8 table lookup, bit-identical to tmac.matmul.
 
-    w   = (data, scales_t, offsets_t or zeros_u8, act_group_size, u0, u1, s0, weight_group,
-           starts, stops, act_group): one layer's packed weight and its block plan (aligned
-           plans only)
-    buf = (tables (T, Kpp/4, 16) int8, tscale (T, n_act), xsum (T, nblk), half (T, nblk))
-    """
-    data, sc, off, act, u0, u1, s0, wg, starts, stops, act_of_block = w
-    tables, tscale, xsum, half = buf
+    w: one layer's Linear (aligned plans only); buf: its Tables for T rows."""
     if threads > 1 and xin.shape[0] > 1:
-        _tables_rows(xin, act, tables, tscale, xsum, starts, stops)
+        _tables_rows(xin, w.act, buf.tables, buf.tscale, buf.xsum, w.blocks[4], w.blocks[5])
         for n in range(xin.shape[0]):
-            for b in range(half.shape[1]):
-                half[n, b] = tscale[n, act_of_block[b]] * np.float32(0.5)
+            for b in range(buf.half.shape[1]):
+                buf.half[n, b] = buf.tscale[n, w.blocks[6, b]] * np.float32(0.5)
     else:
         _tables(xin, 0, xin.shape[0], _table_plan(w), buf)
     _lookup(w, buf, out, tiles_per_task)
 
 
 @njit(cache=True)
-def _layer_weight(w, layer):
-    data, sc, off, act, u0, u1, s0, wg, starts, stops, actb = w
-    return (data[layer], sc[layer], off[layer], act, u0, u1, s0, wg, starts, stops, actb)
+def _layer(w, layer):
+    """Layer ``layer``'s Linear from one stacked over layers."""
+    return Linear(w.data[layer], w.sc[layer], w.off[layer], w.act, w.blocks)
 
 
 @njit(cache=True, inline="always")
@@ -94,7 +182,7 @@ def _chunk(c, n):
 
 
 @njit(cache=True, parallel=True)
-def _pre_norm_tables(x, residual, add, dim, norm_w, eps, h, w, buf):
+def _pre_norm_tables(x, residual, add, dim, norm_w, eps, h, plan, buf):
     """Prefill, rows in parallel: x += residual (if add), h = rms_norm(x), tables of h."""
     t = x.shape[0]
     for c in prange(ops.ROW_CHUNKS):
@@ -104,7 +192,7 @@ def _pre_norm_tables(x, residual, add, dim, norm_w, eps, h, w, buf):
                 for d in range(dim):
                     x[r, d] += residual[r, d]
         ops.rms_norm(x, r0, r1 - r0, dim, norm_w, eps, h[r0:r1])
-        _tables(h, r0, r1, w, buf)
+        _tables(h, r0, r1, plan, buf)
 
 
 @njit(cache=True, parallel=True)
@@ -120,24 +208,24 @@ def _pre_rope_kv(qkv, dim, n_heads, n_kv, hd, rope_dim, cos, sin, layer_kv, pos)
 
 
 @njit(cache=True, parallel=True)
-def _pre_attention_tables(qkv, n_heads, n_kv, hd, layer_kv, pos, scores, attn, w, buf):
+def _pre_attention_tables(qkv, n_heads, n_kv, hd, layer_kv, pos, scores, attn, plan, buf):
     """Prefill, rows in parallel (chunks of equal causal work): attention, then the tables of
     its output rows."""
     t = attn.shape[0]
     for c in prange(ops.ROW_CHUNKS):
         r0, r1 = ops.causal_chunk(c, ops.ROW_CHUNKS, t, pos)
         ops.attention_rows(qkv, r0, r1, n_heads, n_kv, hd, layer_kv, pos, scores, attn, 0, n_heads)
-        _tables(attn, r0, r1, w, buf)
+        _tables(attn, r0, r1, plan, buf)
 
 
 @njit(cache=True, parallel=True)
-def _pre_swiglu_tables(gu, ffn, act, w, buf):
+def _pre_swiglu_tables(gu, ffn, act, plan, buf):
     """Prefill, rows in parallel: SwiGLU, then the tables of its rows."""
     t = act.shape[0]
     for c in prange(ops.ROW_CHUNKS):
         r0, r1 = _chunk(c, t)
         ops.swiglu(gu[r0:r1], r1 - r0, ffn, act[r0:r1])
-        _tables(act, r0, r1, w, buf)
+        _tables(act, r0, r1, plan, buf)
 
 
 @njit(cache=True, parallel=True)
@@ -158,57 +246,63 @@ def _pre_add(x, y, dim):
 
 
 @njit(cache=True)
-def layers_avx512(dims, eps, pos, x, attn_norm, ffn_norm, cos, sin, kv,
-                  w_qkv, w_o, w_gu, w_down, h, qkv, scores, attn, o, gu, act, down,
-                  b_qkv, b_o, b_gu, b_down, tiles, threads):
-    """All layers for T = x.shape[0] tokens at positions pos..pos+T-1; x (T, D) updated in place.
-
-    dims = (n_layers, dim, ffn_dim, n_heads, n_kv_heads, head_dim, rope_dim); w_* are stacked
-    over layers (leading axis), kv is the cache storage (layers, 2, Hkv, max_ctx, hd).
-    tiles = row tiles per parallel task for (qkv, o, gate_up, down).
-
-    Decode (T = 1): the small steps run on the calling thread between the four LUT kernels of
-    a layer (waking a second thread costs more than they take), except attention, whose heads
-    go to all threads when there are several (it streams the layer's cache from L3). Prefill (T > 1): every step
-    between two kernels is one parallel loop over rows (5 parallel regions per layer besides
-    the kernels' 4), whatever ``threads`` is: each row is computed alone, so the bits do not
-    depend on the thread count.
-    """
-    n_layers, dim, ffn, n_heads, n_kv, hd, rope_dim = dims
-    t = x.shape[0]
-    if t > 1:
-        for layer in range(n_layers):
-            wq = _layer_weight(w_qkv, layer)
-            wo = _layer_weight(w_o, layer)
-            wgu = _layer_weight(w_gu, layer)
-            wd = _layer_weight(w_down, layer)
-            _pre_norm_tables(x, down, layer > 0, dim, attn_norm[layer], eps, h, _table_plan(wq), b_qkv)
-            _lookup(wq, b_qkv, qkv, tiles[0])
-            _pre_rope_kv(qkv, dim, n_heads, n_kv, hd, rope_dim, cos, sin, kv[layer], pos)
-            _pre_attention_tables(qkv, n_heads, n_kv, hd, kv[layer], pos, scores, attn,
-                                  _table_plan(wo), b_o)
-            _lookup(wo, b_o, o, tiles[1])
-            _pre_norm_tables(x, o, True, dim, ffn_norm[layer], eps, h, _table_plan(wgu), b_gu)
-            _lookup(wgu, b_gu, gu, tiles[2])
-            _pre_swiglu_tables(gu, ffn, act, _table_plan(wd), b_down)
-            _lookup(wd, b_down, down, tiles[3])
-        _pre_add(x, down, dim)
-        return
+def _prefill(m, s, pos):
+    """Every step between two kernels is one parallel loop over rows (5 parallel regions per
+    layer besides the kernels' 4); each row is computed alone, so the bits do not depend on
+    the thread count."""
+    n_layers, dim, ffn, n_heads, n_kv, hd, rope_dim = m.dims
     for layer in range(n_layers):
-        ops.rms_norm(x, 0, t, dim, attn_norm[layer], eps, h)
-        lut_linear(h, _layer_weight(w_qkv, layer), b_qkv, qkv, tiles[0], 1)
-        ops.rope(qkv, t, 0, n_heads, hd, rope_dim, cos, sin, pos)
-        ops.rope(qkv, t, dim, n_kv, hd, rope_dim, cos, sin, pos)
-        ops.store_kv(qkv, t, dim, n_kv, hd, kv[layer], pos)
-        if threads > 1:
-            _decode_attention(qkv, n_heads, n_kv, hd, kv[layer], pos, scores, attn)
-        else:
-            ops.attention(qkv, t, n_heads, n_kv, hd, kv[layer], pos, scores, attn)
-        lut_linear(attn, _layer_weight(w_o, layer), b_o, o, tiles[1], 1)
-        ops.add_into(x, t, dim, o)
-        ops.rms_norm(x, 0, t, dim, ffn_norm[layer], eps, h)
-        lut_linear(h, _layer_weight(w_gu, layer), b_gu, gu, tiles[2], 1)
-        ops.swiglu(gu, t, ffn, act)
-        lut_linear(act, _layer_weight(w_down, layer), b_down, down, tiles[3], 1)
-        ops.add_into(x, t, dim, down)
+        wq, wo = _layer(m.qkv, layer), _layer(m.o, layer)
+        wgu, wd = _layer(m.gate_up, layer), _layer(m.down, layer)
+        _pre_norm_tables(s.x, s.down, layer > 0, dim, m.attn_norm[layer], m.eps, s.h,
+                         _table_plan(wq), s.tables_qkv)
+        _lookup(wq, s.tables_qkv, s.qkv, m.tiles[0])
+        _pre_rope_kv(s.qkv, dim, n_heads, n_kv, hd, rope_dim, m.cos, m.sin, s.kv[layer], pos)
+        _pre_attention_tables(s.qkv, n_heads, n_kv, hd, s.kv[layer], pos, s.scores, s.attn,
+                              _table_plan(wo), s.tables_o)
+        _lookup(wo, s.tables_o, s.o, m.tiles[1])
+        _pre_norm_tables(s.x, s.o, True, dim, m.ffn_norm[layer], m.eps, s.h, _table_plan(wgu),
+                         s.tables_gate_up)
+        _lookup(wgu, s.tables_gate_up, s.gate_up, m.tiles[2])
+        _pre_swiglu_tables(s.gate_up, ffn, s.act, _table_plan(wd), s.tables_down)
+        _lookup(wd, s.tables_down, s.down, m.tiles[3])
+    _pre_add(s.x, s.down, dim)
 
+
+@njit(cache=True)
+def _decode(m, s, pos, threads):
+    """The small steps run on the calling thread between the four LUT kernels of a layer
+    (waking a second thread costs more than they take), except attention, whose heads go to
+    all threads when there are several (it streams the layer's cache from L3)."""
+    n_layers, dim, ffn, n_heads, n_kv, hd, rope_dim = m.dims
+    t = s.x.shape[0]
+    for layer in range(n_layers):
+        kv = s.kv[layer]
+        ops.rms_norm(s.x, 0, t, dim, m.attn_norm[layer], m.eps, s.h)
+        lut_linear(s.h, _layer(m.qkv, layer), s.tables_qkv, s.qkv, m.tiles[0], 1)
+        ops.rope(s.qkv, t, 0, n_heads, hd, rope_dim, m.cos, m.sin, pos)
+        ops.rope(s.qkv, t, dim, n_kv, hd, rope_dim, m.cos, m.sin, pos)
+        ops.store_kv(s.qkv, t, dim, n_kv, hd, kv, pos)
+        if threads > 1:
+            _decode_attention(s.qkv, n_heads, n_kv, hd, kv, pos, s.scores, s.attn)
+        else:
+            ops.attention(s.qkv, t, n_heads, n_kv, hd, kv, pos, s.scores, s.attn)
+        lut_linear(s.attn, _layer(m.o, layer), s.tables_o, s.o, m.tiles[1], 1)
+        ops.add_into(s.x, t, dim, s.o)
+        ops.rms_norm(s.x, 0, t, dim, m.ffn_norm[layer], m.eps, s.h)
+        lut_linear(s.h, _layer(m.gate_up, layer), s.tables_gate_up, s.gate_up, m.tiles[2], 1)
+        ops.swiglu(s.gate_up, t, ffn, s.act)
+        lut_linear(s.act, _layer(m.down, layer), s.tables_down, s.down, m.tiles[3], 1)
+        ops.add_into(s.x, t, dim, s.down)
+
+
+@njit(cache=True)
+def layers_avx512(model, step, pos, threads):
+    """All layers for T tokens at positions pos..pos+T-1; the residual stream step.x (T, D) is
+    updated in place. model: plain(FusedModel), step: plain(Step). Decode (T = 1) and prefill
+    (T > 1) as _decode/_prefill."""
+    m, s = _named_model(model), _named_step(step)
+    if s.x.shape[0] > 1:
+        _prefill(m, s, pos)
+    else:
+        _decode(m, s, pos, threads)

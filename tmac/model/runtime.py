@@ -223,7 +223,7 @@ class Runtime:
     def __init__(self, model: PreparedModel, max_ctx: int = 512, max_seq: int = 128,
                  matmul: str = "lut", threads: int | None = None, fused: bool | None = None,
                  isa: str | None = None):
-        from tmac import dispatch
+        from tmac.kernels import dispatch
 
         c = self.config = model.config
         self.model, self.threads, self.isa = model, threads, isa
@@ -349,13 +349,17 @@ class Runtime:
 
             import numba
 
-            fused.lut_linear(xin, self._fw[name][0], self._buffers(name, v), out, self._fw[name][1],
-                             numba.get_num_threads())
-        elif self.matmul == "lut":
+            weight, tiles = self._fw[name]
+            fused.linear(xin, weight, self._buffers(name, v), out, tiles, numba.get_num_threads())
+        elif self.matmul == "lut" and w.format.has_lut_path:
             from tmac import kernels
 
             out[:, :m] = kernels.lut_matmul(w.packed, w.scales, w.zeros, w.bits, xin,
                                             w.group_size, "int8", isa=self.isa)
+        elif self.matmul == "lut":                   # a format without a LUT path (e2m1)
+            import tmac
+
+            out[:, :m] = tmac.matmul(w, xin)
         elif self.matmul == "dequant":
             import tmac
 
@@ -370,13 +374,16 @@ class Runtime:
         from tmac.kernels.lut import plan as lut_plan
 
         mats = [self.model.head] + [self.model.layers[0][k] for k in LINEARS]
-        return all(lut_plan(w.shape[1], w.n_groups, _act(w)).aligned for w in mats)
+        return all(w.format.has_lut_path and lut_plan(w.shape[1], w.n_groups, _act(w)).aligned
+                   for w in mats)
 
     def _setup_fused(self):
         """Stack each linear's packed weights over layers; precompute block plans; tiles."""
         import numba
 
-        from tmac.kernels.lut import default_tiles_per_task, plan as lut_plan
+        from tmac.kernels.lut import plan as lut_plan
+        from tmac.kernels.tiles import default_tiles_per_task
+        from tmac.model.fused import Linear, plain
 
         threads = self.threads or numba.get_num_threads()
         self._fw, dims = {}, {}
@@ -393,14 +400,14 @@ class Runtime:
                                                  for w in mats]))
             if name == "head":
                 data, sc, off = data[0], sc[0], off[0]
-            weight = (data, sc, off, np.int64(p.act_group_size), p.u0, p.u1, 4 * p.u0,
-                      p.weight_group, p.starts, p.stops, p.act_group)
+            weight = plain(Linear(data, sc, off, np.int64(p.act_group_size), p.blocks))
             tiles = default_tiles_per_task(w0.packed.data.shape[0], threads)
             self._fw[name] = (weight, tiles)
             dims[name] = (p.k_units // 4, p.n_act_groups, len(p.starts))
         return dims
 
     def _buffers(self, name, v):
+        """A linear's table buffers as a plain tuple (fused.Tables order)."""
         return tuple(v[f"{k}_{name}"] for k in ("tables", "tscale", "xsum", "half"))
 
     def _layers_fused(self, v, pos):
@@ -408,21 +415,17 @@ class Runtime:
 
         from tmac.model import fused
 
-        c = self.config
-        if not hasattr(self, "_norms"):
-            self._norms = (np.stack([l["attn_norm"] for l in self.model.layers]),
-                           np.stack([l["ffn_norm"] for l in self.model.layers]))
-            self._dims = (c.n_layers, c.dim, c.ffn_dim, c.n_heads, c.n_kv_heads, c.head_dim,
-                          c.rope_dim)
-            self._tiles = tuple(self._fw[n][1] for n in LINEARS)
-        fused.layers_avx512(self._dims, np.float32(c.norm_eps), pos, v["x"], self._norms[0],
-                            self._norms[1], self.cos, self.sin, self.cache.storage,
-                            self._fw["qkv"][0], self._fw["o"][0], self._fw["gate_up"][0],
-                            self._fw["down"][0], v["h"], v["qkv"], v["scores"], v["attn"],
-                            v["o"], v["gate_up"], v["act"], v["down"],
-                            self._buffers("qkv", v), self._buffers("o", v),
-                            self._buffers("gate_up", v), self._buffers("down", v), self._tiles,
-                            numba.get_num_threads())
+        if not hasattr(self, "_fused_model"):
+            c = self.config
+            self._fused_model = fused.plain(fused.FusedModel(
+                (c.n_layers, c.dim, c.ffn_dim, c.n_heads, c.n_kv_heads, c.head_dim, c.rope_dim),
+                np.float32(c.norm_eps), np.stack([l["attn_norm"] for l in self.model.layers]),
+                np.stack([l["ffn_norm"] for l in self.model.layers]), self.cos, self.sin,
+                *(fused.Linear(*self._fw[n][0]) for n in LINEARS),
+                tuple(self._fw[n][1] for n in LINEARS)))
+        step = (v["x"], v["h"], v["qkv"], v["scores"], v["attn"], v["o"], v["gate_up"], v["act"],
+                v["down"], self.cache.storage, *(self._buffers(n, v) for n in LINEARS))
+        fused.layers_avx512(self._fused_model, step, pos, numba.get_num_threads())
 
 
 def _act(w):

@@ -72,12 +72,12 @@ def open_model(model: str, fmt: ModelFormat, *, use_cache: bool = True, progress
 
 
 def _quantizer_digest():
-    """Hash of the code that decides quantized values: the reference, the API, FP4."""
+    """Hash of the code that decides quantized values: the reference, the API, the formats."""
     import tmac
-    import tmac.reference
 
-    files = sorted(Path(tmac.reference.__file__).parent.glob("*.py"))
-    files += [Path(tmac.__file__).parent / name for name in ("api.py", "fp4.py")]
+    package = Path(tmac.__file__).parent
+    files = sorted((package / "reference").glob("*.py")) + sorted((package / "formats").glob("*.py"))
+    files += [package / "api.py"]
     digest = hashlib.sha256()
     for f in files:
         if f.is_file():

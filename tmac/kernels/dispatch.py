@@ -1,39 +1,60 @@
-"""Which ISA path each op runs, decided from the CPU features Numba compiles for.
+"""The kernel table: one entry per ISA path, chosen from the CPU features Numba compiles for.
 
 Compiling an instruction the CPU lacks aborts the whole process (an LLVM error, not a Python
 exception), so the choice is made here, *before* any kernel is compiled, from the same feature
 list Numba hands to LLVM: ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` when set, else the host's
 (llvmlite ``get_host_cpu_features``, which already accounts for OS support of AVX state).
 
-Paths, best first:
+Every path's module defines the same functions with the same arguments (``lut_int8``,
+``lut_float32``, ``matmul_int8``; tmac.kernels.portable documents them), so adding a path is
+one entry here and one module (docs/contributing.md). ``kernel_for(op, path)`` finds them.
 
-    avx512    AVX-512 F/BW + VBMI (vpermb) + VNNI (vpdpbusd): int8 tables; vpermps for float32
-    avx2      AVX2 pshufb + pmaddubsw: int8 tables; vpermps for float32
-    portable  plain Numba loops: any CPU
-
-Override with ``isa=`` arguments or the ``TMAC_ISA`` environment variable (avx512, avx2,
-portable). Asking for a path this CPU lacks raises ``RuntimeError`` instead of crashing.
+Override with ``isa=`` arguments or the ``TMAC_ISA`` environment variable (the path names
+below). Asking for a path this CPU lacks raises ``RuntimeError`` instead of crashing.
 AMX is never used (on some virtual machines it is listed but faults).
 """
 from __future__ import annotations
 
 import functools
+import importlib
 import os
+from dataclasses import dataclass
 
-ISAS = ("avx512", "avx2", "portable")
 
-REQUIRED = {
-    "avx512": ("avx512f", "avx512bw", "avx512vbmi", "avx512vnni"),
-    "avx2": ("avx2",),
-    "portable": (),
-}
+@dataclass(frozen=True)
+class IsaPath:
+    """One ISA path: what the CPU needs, where its kernels live, which ops it implements."""
 
+    name: str
+    requires: tuple         # LLVM feature names, all needed
+    module: str             # defines lut_int8, lut_float32, matmul_int8 (one calling convention)
+    ops: tuple              # the ops of tmac.kernels it implements (dequant: the baseline)
+    summary: str
+
+
+# best first
+PATHS = (
+    IsaPath("avx512", ("avx512f", "avx512bw", "avx512vbmi", "avx512vnni"), "tmac.kernels.x86_avx512",
+            ("lut_int8", "lut_float32"),
+            "AVX-512 VBMI vpermb + VNNI vpdpbusd (int8 tables); vpermps (float32 tables)"),
+    IsaPath("avx2", ("avx2",), "tmac.kernels.x86_avx2", ("lut_int8", "lut_float32"),
+            "AVX2 pshufb + pmaddubsw (int8 tables); vpermps (float32 tables)"),
+    IsaPath("portable", (), "tmac.kernels.portable", ("lut_int8", "lut_float32", "dequant"),
+            "plain Numba loops and generic vector IR: any CPU"),
+)
+ISAS = tuple(p.name for p in PATHS)
+REQUIRED = {p.name: p.requires for p in PATHS}
 # op -> paths it has, best first
-OP_PATHS = {
-    "lut_int8": ("avx512", "avx2", "portable"),
-    "lut_float32": ("avx512", "avx2", "portable"),
-    "dequant": ("portable",),
-}
+OP_PATHS = {op: tuple(p.name for p in PATHS if op in p.ops)
+            for op in dict.fromkeys(op for p in PATHS for op in p.ops)}
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_for(function: str, isa: str):
+    """The compiled-on-demand function ``function`` ("lut_int8", "lut_float32", "matmul_int8")
+    of path ``isa`` (already chosen: importing a path's module compiles nothing)."""
+    path = next(p for p in PATHS if p.name == isa)
+    return getattr(importlib.import_module(path.module), function)
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,11 +1,11 @@
-"""QuantizedWeight: a quantized (M, K) weight matrix, immutable, with a readable display."""
+"""QuantizedWeight: a quantized (M, K) weight matrix of any format, immutable, with a display."""
 
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from tmac.reference.quantize import dequantize as _dequantize
+from tmac.formats.base import get
 
 
 def _frozen(a):
@@ -17,18 +17,20 @@ def _frozen(a):
 
 @dataclass(frozen=True, repr=False, eq=False)
 class QuantizedWeight:
-    """A b-bit quantized weight matrix: ``w[m, k] ~ (codes[m, k] - zeros[m, g]) * scales[m, g]``.
+    """A quantized weight matrix: ``w[m, k] ~ (codes[m, k] - zeros[m, g]) * scales[m, g]``.
 
     codes   (M, K) uint8 in [0, 2^bits)
     scales  (M, K // group_size) float32
     zeros   (M, K // group_size) float32
-    bits    1..4 (ternary weights are 2-bit codes {1, 2, 3})
+    bits    code width, one of the format's widths (ternary weights are 2-bit codes {1, 2, 3})
     group_size  consecutive K elements sharing a scale (== K for one group per row)
-    scheme  "asym", "sym", "ternary", or the FP4 schemes "m0e4" / "e2m1" (``tmac.fp4``)
-    packed  the codes in the kernel layout (``tmac.layout``), or None where no kernel needs it
-    params  "m0e4" only: the native pair (a, b) of (M, K // group_size) float32 arrays,
-            w = a * (1 + q/16) + b; scales/zeros then hold its affine form for the LUT path.
-            For "e2m1" the codes are E2M1 codes, w = value(code) * scale, and zeros are unused.
+    scheme  the format's name in the format table (``tmac.formats.FORMATS``): "asym", "sym",
+            "ternary", or the FP4 formats "m0e4" / "e2m1"
+    packed  the codes in the kernel layout (``tmac.layout``) for formats with a LUT path
+    params  the format's native parameters where it has them (``format.param_names``), each
+            (M, K // group_size) float32: "m0e4" carries (a, b), w = a * (1 + q/16) + b, and
+            its scales/zeros hold the affine form for the LUT path. For "e2m1" the codes are
+            E2M1 codes, w = value(code) * scale, and zeros are unused.
 
     Build one with ``tmac.quantize``; the arrays are read-only.
     """
@@ -43,19 +45,23 @@ class QuantizedWeight:
     params: Any = field(default=None)
 
     def __post_init__(self):
-        _check_fields(self.codes, self.scales, self.zeros, self.bits, self.group_size)
-        from tmac import fp4
-
-        params = fp4.check_params(self.scheme, self.params, self.scales)
+        fmt = get(self.scheme)
+        _check_fields(self.codes, self.scales, self.zeros, self.bits, self.group_size, fmt)
+        params = fmt.check_params(self)
         if params is not None:
             object.__setattr__(self, "params", tuple(_frozen(p) for p in params))
         for name in ("codes", "scales", "zeros"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
-        if self.packed is None:
+        if self.packed is None and fmt.has_lut_path:
             from tmac import layout
 
             object.__setattr__(self, "packed", layout.pack(self.codes, self.bits, self.scales,
                                                            self.zeros))
+
+    @property
+    def format(self):
+        """The format's entry in the format table (``tmac.formats.FORMATS``)."""
+        return get(self.scheme)
 
     @property
     def shape(self):
@@ -69,10 +75,8 @@ class QuantizedWeight:
 
     @property
     def nbytes(self):
-        """Storage: bit-packed codes, float32 scales, and float32 zeros where they vary (asym)."""
-        code_bytes = -(-self.codes.size * self.bits // 8)
-        zero_bytes = self.zeros.nbytes if self.scheme in ("asym", "m0e4") else 0   # m0e4: a and b
-        return code_bytes + self.scales.nbytes + zero_bytes
+        """Storage: bit-packed codes and the format's parameters."""
+        return self.format.nbytes(self)
 
     @property
     def compression(self):
@@ -85,13 +89,9 @@ class QuantizedWeight:
         return 8 * self.nbytes / self.codes.size
 
     def dequantize(self):
-        """The float32 (M, K) matrix these codes stand for (``reference.quantize.dequantize``;
-        for FP4 schemes the format's own definition, ``tmac.fp4.dequantize``)."""
-        if self.scheme in ("m0e4", "e2m1"):
-            from tmac import fp4
-
-            return fp4.dequantize(self)
-        return _dequantize(self.codes, self.scales, self.zeros)
+        """The float32 (M, K) matrix these codes stand for, by the format's own definition
+        (``reference.quantize.dequantize`` for the uniform formats, the bit trick for m0e4)."""
+        return self.format.dequantize(self)
 
     def _summary(self):
         m, k = self.shape
@@ -122,15 +122,16 @@ class QuantizedWeight:
         return f"<table><caption>QuantizedWeight</caption>{rows}</table>"
 
 
-def _check_fields(codes, scales, zeros, bits, group_size):
+def _check_fields(codes, scales, zeros, bits, group_size, fmt):
     """Refuse a QuantizedWeight whose parts do not fit together (it would feed a kernel garbage)."""
     for name, a, dtype in (("codes", codes, np.uint8), ("scales", scales, np.float32),
                            ("zeros", zeros, np.float32)):
         if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != 2:
             raise TypeError(f"{name} must be a 2-D {np.dtype(dtype).name} numpy array, got "
                             f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 4:
-        raise ValueError(f"bits must be an int in 1..4, got {bits!r}")
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in fmt.widths:
+        raise ValueError(f"bits must be an int in {fmt.widths[0]}..{fmt.widths[-1]} for scheme "
+                         f"{fmt.name!r}, got {bits!r}")
     m, k = codes.shape
     if codes.size == 0:
         raise ValueError(f"codes must not be empty, got shape {codes.shape}")

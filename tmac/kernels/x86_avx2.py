@@ -1,6 +1,6 @@
 """LUT GEMV/GEMM with AVX2 (pshufb + pmaddubsw for int8 tables, vpermps for float32 tables).
 
-Same packed layout and arguments as tmac.kernels.lut_avx512. A ymm register holds 32 bytes
+Same packed layout, functions and arguments as every ISA path module (tmac.kernels.portable). A ymm register holds 32 bytes
 of a packed 64-byte half: 8 rows x 4 table groups per nibble. ``pshufb`` looks up one
 16-entry table per 128-bit lane, but each 4-byte lane of the register needs 4 different
 groups' tables; so group q is looked up with its table broadcast to both lanes and with the
@@ -13,11 +13,14 @@ hold them across blocks); each block adds scale * (lut + offset * xsum) in contr
 """
 from __future__ import annotations
 
+import numpy as np
+
 from tmac.kernels.jit import njit, prange
-from tmac.kernels.simd import (add_f32, add_i32, bcast128_256, cvt_i32_f32, load256, lut16_f32_256,
-                               maddubs256, maddwd256, mul_f32, pshufb256, set1_f32_256,
-                               set1_i8_256, set1_i32_256, srl_i16, srl_i32, store256, vand, vor,
-                               zero256)
+from tmac.kernels.simd.generic import (add_f32, add_i32, bcast128_256, cvt_i32_f32, load256, mul_f32,
+                                       offsets, set1_f32_256, set1_i8_256, set1_i32_256, srl_i16,
+                                       srl_i32, store256, vand, vor, zero256)
+from tmac.kernels.simd.x86 import lut16_f32_256, maddubs256, maddwd256, pshufb256
+from tmac.kernels.tables import prepare_int8
 
 
 @njit(cache=True, inline="always")
@@ -28,20 +31,23 @@ def _lookup4(nib, t0, t1, t2, t3, m0, m1, m2, m3):
 
 
 @njit(cache=True, inline="always")
-def _epilogue(out, o, sc, off, base, acc, h, xv, int_mode):
-    """out[o:o+8] += sc * (lut + off * xs), lut = float32(acc) * h (int8) or acc (float32)."""
+def _epilogue(out, o, sc, off, base, acc, h, xv, cv, int_mode):
+    """out[o:o+8] += sc * (lut + off * xs), lut = float32(acc) * h (int8) or acc (float32);
+    ``off`` float32 offsets or uint8 zeros (offset = cv - zero, simd.generic.offsets)."""
     lut = mul_f32(cvt_i32_f32(acc), h) if int_mode else acc
-    y = add_f32(load256(out, o), mul_f32(load256(sc, base), add_f32(lut, mul_f32(load256(off, base), xv))))
+    y = add_f32(load256(out, o), mul_f32(load256(sc, base), add_f32(lut, mul_f32(offsets(off, base, cv), xv))))
     store256(out, o, y)
 
 
 @njit(cache=True, parallel=True)
-def lut_int8_avx2(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tiles_per_task):
-    """int8 LUT GEMV/GEMM (arguments as tmac.kernels.lut_avx512.lut_int8_avx512)."""
+def lut_int8(data, tables, blocks, half, xsum, sc, off, out, tiles_per_task):
+    """int8 LUT GEMV/GEMM (arguments as tmac.kernels.portable.lut_int8)."""
+    u0, u1, s0, wg = blocks[0], blocks[1], blocks[2], blocks[3]
     n_tiles, n_units, bits = data.shape[0], data.shape[1], data.shape[2]
-    n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], u0.shape[0]
+    n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], blocks.shape[1]
     n_wg, m_pad = sc.shape[1], out.shape[1]
     n_tasks = -(-n_tiles // tiles_per_task)
+    cv = set1_f32_256(((1 << bits) - 1) * 0.5)
     for task in prange(n_tasks):
         low4 = set1_i8_256(15)
         ones = set1_i32_256(0x00010001)
@@ -78,22 +84,24 @@ def lut_int8_avx2(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tiles_
                                 for_hi = _lookup4(vand(srl_i16(vb, 4), low4), t0, t1, t2, t3, m0, m1, m2, m3)
                                 a3 = add_i32(a3, maddwd256(maddubs256(w, for_hi), ones))
                         r0 = 32 * s        # a0: rows r0..+7, a1: +8.., a2 (high nibbles): +16.., a3: +24..
-                        _epilogue(out, o + r0, sc, off, base + r0, a0, h, xv, True)
-                        _epilogue(out, o + r0 + 8, sc, off, base + r0 + 8, a1, h, xv, True)
-                        _epilogue(out, o + r0 + 16, sc, off, base + r0 + 16, a2, h, xv, True)
-                        _epilogue(out, o + r0 + 24, sc, off, base + r0 + 24, a3, h, xv, True)
+                        _epilogue(out, o + r0, sc, off, base + r0, a0, h, xv, cv, True)
+                        _epilogue(out, o + r0 + 8, sc, off, base + r0 + 8, a1, h, xv, cv, True)
+                        _epilogue(out, o + r0 + 16, sc, off, base + r0 + 16, a2, h, xv, cv, True)
+                        _epilogue(out, o + r0 + 24, sc, off, base + r0 + 24, a3, h, xv, cv, True)
 
 
 @njit(cache=True, parallel=True)
-def lut_f32_avx2(data, tables, g0, g1, half, xsum, wg, sc, off, out, tiles_per_task):
-    """float32 LUT GEMV/GEMM (arguments as tmac.kernels.lut_portable.lut_f32_portable).
+def lut_float32(data, tables, blocks, xsum, sc, off, out, tiles_per_task):
+    """float32 LUT GEMV/GEMM (arguments as tmac.kernels.portable.lut_float32).
 
     The 16 float entries of a group span two ymm; each int32 lane of a packed ymm, shifted by
     8*(g%4) (+4 for high nibbles), indexes them through lut16_f32_256."""
+    wg = blocks[3]
     n_tiles, n_units, bits = data.shape[0], data.shape[1], data.shape[2]
-    n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], g0.shape[0]
+    n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], blocks.shape[1]
     n_wg, m_pad = sc.shape[1], out.shape[1]
     n_tasks = -(-n_tiles // tiles_per_task)
+    cv = set1_f32_256(((1 << bits) - 1) * 0.5)
     for task in prange(n_tasks):
         for tile in range(task * tiles_per_task, min(n_tiles, (task + 1) * tiles_per_task)):
             for n in range(n_tok):
@@ -107,7 +115,7 @@ def lut_f32_avx2(data, tables, g0, g1, half, xsum, wg, sc, off, out, tiles_per_t
                         l0 = zero256(); l1 = zero256(); l2 = zero256(); l3 = zero256()
                         for i in range(bits):
                             f0 = zero256(); f1 = zero256(); f2 = zero256(); f3 = zero256()
-                            for g in range(g0[b], g1[b]):
+                            for g in range(blocks[4, b] >> 2, blocks[5, b] >> 2):
                                 tlo = load256(tables, (n * n_groups + g) * 16)
                                 thi = load256(tables, (n * n_groups + g) * 16 + 8)
                                 at = ((tile * n_units + (g >> 2)) * bits + i) * 128 + 64 * s
@@ -122,7 +130,19 @@ def lut_f32_avx2(data, tables, g0, g1, half, xsum, wg, sc, off, out, tiles_per_t
                             l0 = add_f32(l0, mul_f32(f0, c)); l1 = add_f32(l1, mul_f32(f1, c))
                             l2 = add_f32(l2, mul_f32(f2, c)); l3 = add_f32(l3, mul_f32(f3, c))
                         r0 = 32 * s
-                        _epilogue(out, o + r0, sc, off, base + r0, l0, xv, xv, False)
-                        _epilogue(out, o + r0 + 8, sc, off, base + r0 + 8, l1, xv, xv, False)
-                        _epilogue(out, o + r0 + 16, sc, off, base + r0 + 16, l2, xv, xv, False)
-                        _epilogue(out, o + r0 + 24, sc, off, base + r0 + 24, l3, xv, xv, False)
+                        _epilogue(out, o + r0, sc, off, base + r0, l0, xv, xv, cv, False)
+                        _epilogue(out, o + r0 + 8, sc, off, base + r0 + 8, l1, xv, xv, cv, False)
+                        _epilogue(out, o + r0 + 16, sc, off, base + r0 + 16, l2, xv, xv, cv, False)
+                        _epilogue(out, o + r0 + 24, sc, off, base + r0 + 24, l3, xv, xv, cv, False)
+
+
+@njit(cache=True)
+def matmul_int8(x, blocks, data, sc, off, act_group_size, tiles_per_task):
+    """A whole int8 LUT matmul in one compiled call (aligned plans): tables, then lut_int8."""
+    k_padded = blocks[5, blocks.shape[1] - 1]
+    n_act = (k_padded - 4) // act_group_size + 1
+    qt, half, xsum = prepare_int8(x, data.shape[1] * 16, act_group_size, n_act, blocks[4],
+                                  blocks[5], blocks[6])
+    out = np.empty((x.shape[0], data.shape[0] * 64), np.float32)
+    lut_int8(data, qt, blocks, half, xsum, sc, off, out, tiles_per_task)
+    return out

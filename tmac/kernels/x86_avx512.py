@@ -1,11 +1,9 @@
 """LUT GEMV/GEMM with AVX-512 VBMI + VNNI (int8 tables) and AVX-512F vpermps (float32 tables).
 
-Compile only on a CPU with avx512f/bw/vbmi/vnni (tmac.dispatch decides); arguments as in
-tmac.kernels.lut_portable, except that the int8 kernel walks whole 16-column units: block b
-uses units u0[b]..u1[b]-1 of the packed codes and the 4 table groups s0[b] + 4*(u - u0[b]) ..
-+3 of ``tables`` (64 bytes, one zmm) for unit u. When blocks align with units these are the
-plain tables (s0 = 4*u0); otherwise tmac.kernels.lut builds per-block copies whose groups
-outside the block are zero.
+Compile only on a CPU with avx512f/bw/vbmi/vnni (tmac.kernels.dispatch decides); functions and
+arguments as in every ISA path module (tmac.kernels.portable): the int8 kernel walks whole
+16-column units, block b using units u0..u1-1 of the packed codes and the 4 table slots
+s0 + 4*(u - u0) .. +3 (64 bytes, one zmm) for unit u.
 
 int8 inner step, per unit u (16 columns), plane i and half s (32 rows), one 64-byte load v:
 
@@ -23,11 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 from tmac.kernels.jit import njit, prange
-
-from tmac.kernels.simd import (add_f32, add_i32, cvt_i32_f32, dpbusd512, load512, mul_f32, offsets16,
-                               permb512, permps512, set1_f32_512, set1_i8_512, set1_i32_512, srl_i16,
-                               prefetch, srl_i32, store512, vand, vor, zero512)
-
+from tmac.kernels.simd.generic import (add_f32, add_i32, cvt_i32_f32, load512, mul_f32, offsets,
+                                       prefetch, set1_f32_512, set1_i8_512, set1_i32_512, srl_i16,
+                                       srl_i32, store512, vand, vor, zero512)
+from tmac.kernels.simd.x86 import dpbusd512, permb512, permps512
 from tmac.kernels.tables import prepare_int8
 
 PREFETCH_BYTES = 2048   # software prefetch distance in the packed stream
@@ -38,12 +35,12 @@ def _epilogue4(y0, y1, y2, y3, l0, l1, l2, l3, sc, off, base, xs, cv):
     """y_q = y_q + sc_q * (l_q + off_q * xs) for 4 x 16 rows; sc/off read at flat ``base``.
 
     ``off`` is float32 offsets or uint8 integer zero points (offset = cv - zero, cv holding
-    float32((2^b - 1)/2): the contract's single subtraction, see simd.offsets16)."""
+    float32((2^b - 1)/2): the contract's single subtraction, see simd.offsets)."""
     xv = set1_f32_512(xs)
-    y0 = add_f32(y0, mul_f32(load512(sc, base), add_f32(l0, mul_f32(offsets16(off, base, cv), xv))))
-    y1 = add_f32(y1, mul_f32(load512(sc, base + 16), add_f32(l1, mul_f32(offsets16(off, base + 16, cv), xv))))
-    y2 = add_f32(y2, mul_f32(load512(sc, base + 32), add_f32(l2, mul_f32(offsets16(off, base + 32, cv), xv))))
-    y3 = add_f32(y3, mul_f32(load512(sc, base + 48), add_f32(l3, mul_f32(offsets16(off, base + 48, cv), xv))))
+    y0 = add_f32(y0, mul_f32(load512(sc, base), add_f32(l0, mul_f32(offsets(off, base, cv), xv))))
+    y1 = add_f32(y1, mul_f32(load512(sc, base + 16), add_f32(l1, mul_f32(offsets(off, base + 16, cv), xv))))
+    y2 = add_f32(y2, mul_f32(load512(sc, base + 32), add_f32(l2, mul_f32(offsets(off, base + 32, cv), xv))))
+    y3 = add_f32(y3, mul_f32(load512(sc, base + 48), add_f32(l3, mul_f32(offsets(off, base + 48, cv), xv))))
     return y0, y1, y2, y3
 
 
@@ -174,8 +171,8 @@ def _tile_4(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile, n, cv,
         base = (tile * n_wg + wg[b]) * 64
         s0_ = load512(sc, base); s1_ = load512(sc, base + 16)
         s2_ = load512(sc, base + 32); s3_ = load512(sc, base + 48)
-        f0 = offsets16(off, base, cv); f1 = offsets16(off, base + 16, cv)
-        f2 = offsets16(off, base + 32, cv); f3 = offsets16(off, base + 48, cv)
+        f0 = offsets(off, base, cv); f1 = offsets(off, base + 16, cv)
+        f2 = offsets(off, base + 32, cv); f3 = offsets(off, base + 48, cv)
         o = n * m_pad + tile * 64
         _epilogue_mem(out, o, a0, a1, a2, a3, half[n, b], s0_, s1_, s2_, s3_, f0, f1, f2, f3, xsum[n, b])
         _epilogue_mem(out, o + m_pad, b0, b1, b2, b3, half[n + 1, b], s0_, s1_, s2_, s3_,
@@ -187,12 +184,13 @@ def _tile_4(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile, n, cv,
 
 
 @njit(cache=True, parallel=True)
-def lut_int8_avx512(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tiles_per_task):
-    """int8 LUT GEMV/GEMM. tables (N, G', 16) int8 (see module docstring for u0, u1, s0).
+def lut_int8(data, tables, blocks, half, xsum, sc, off, out, tiles_per_task):
+    """int8 LUT GEMV/GEMM. tables (N, S, 16) int8 table slots (see module docstring).
 
     ``off``: float32 offsets or uint8 integer zero points (tmac.layout.PackedCodes.zeros_u8).
     Per tile, tokens go TOKEN_BLOCK at a time (_tile_4), the rest one at a time (_tile_1).
     """
+    u0, u1, s0, wg = blocks[0], blocks[1], blocks[2], blocks[3]
     n_tiles, bits = data.shape[0], data.shape[2]
     n_tok = tables.shape[0]
     n_tasks = -(-n_tiles // tiles_per_task)
@@ -211,12 +209,13 @@ def lut_int8_avx512(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile
 
 
 @njit(cache=True, parallel=True)
-def lut_f32_avx512(data, tables, g0, g1, half, xsum, wg, sc, off, out, tiles_per_task):
+def lut_float32(data, tables, blocks, xsum, sc, off, out, tiles_per_task):
     """float32 LUT GEMV/GEMM with vpermps: one group's 16 float entries fill one zmm and each
     int32 lane of a packed register, shifted by 8*(g%4) (+4 for the high nibbles), indexes it.
     Per plane, per 16 rows, the sum runs over g in increasing order (contract order)."""
+    wg = blocks[3]
     n_tiles, n_units, bits = data.shape[0], data.shape[1], data.shape[2]
-    n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], g0.shape[0]
+    n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], blocks.shape[1]
     n_wg, m_pad = sc.shape[1], out.shape[1]
     n_tasks = -(-n_tiles // tiles_per_task)
     cv = set1_f32_512(((1 << bits) - 1) * 0.5)
@@ -228,7 +227,7 @@ def lut_f32_avx512(data, tables, g0, g1, half, xsum, wg, sc, off, out, tiles_per
                     l0 = zero512(); l1 = zero512(); l2 = zero512(); l3 = zero512()
                     for i in range(bits):
                         f0 = zero512(); f1 = zero512(); f2 = zero512(); f3 = zero512()
-                        for g in range(g0[b], g1[b]):
+                        for g in range(blocks[4, b] >> 2, blocks[5, b] >> 2):
                             t = load512(tables, (n * n_groups + g) * 16)
                             at = ((tile * n_units + (g >> 2)) * bits + i) * 128
                             sh = 8 * (g & 3)
@@ -249,9 +248,9 @@ def lut_f32_avx512(data, tables, g0, g1, half, xsum, wg, sc, off, out, tiles_per
 
 
 @njit(cache=True)
-def matmul_int8_avx512(x, blocks, data, sc, off, act_group_size, tiles_per_task):
+def matmul_int8(x, blocks, data, sc, off, act_group_size, tiles_per_task):
     """A whole int8 LUT matmul in one compiled call: tables (tmac.kernels.tables.prepare_int8)
-    then lut_int8_avx512; returns out (N, Mt * 64) float32.
+    then lut_int8; returns out (N, Mt * 64) float32.
 
     blocks   (7, nblocks) int64: rows u0, u1, s0, weight group, start, stop, act group
              (aligned plans: s0 = 4 * u0, the tables need no per-block copy)
@@ -263,7 +262,5 @@ def matmul_int8_avx512(x, blocks, data, sc, off, act_group_size, tiles_per_task)
     n_act = (k_padded - 4) // act_group_size + 1
     qt, half, xsum = prepare_int8(x, k_units, act_group_size, n_act, blocks[4], blocks[5], blocks[6])
     out = np.empty((x.shape[0], data.shape[0] * 64), np.float32)
-    lut_int8_avx512(data, qt, blocks[0], blocks[1], blocks[2], half, xsum, blocks[3], sc, off, out,
-                    tiles_per_task)
+    lut_int8(data, qt, blocks, half, xsum, sc, off, out, tiles_per_task)
     return out
-

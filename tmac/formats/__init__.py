@@ -1,0 +1,16 @@
+"""Weight formats: the format table (``FORMATS``) and the container ``QuantizedWeight``.
+
+One small class per format, declared once (``tmac.formats.base.Format``), registered by name in
+the order below; ``tmac.quantize(scheme=...)``, the ops, ``explain``, ``tmac bench``, the golden
+export, the model's formats and the tests all iterate this table.
+
+    uniform  asym, sym, ternary: w = (code - zero) * scale, integer zeros
+    fp4      m0e4 (Transformer-Lite), e2m1 (OCP FP4)
+
+docs/contributing.md walks through adding one.
+"""
+from tmac.formats.base import DECLARED_OPS, FORMATS, Format, Op, get
+from tmac.formats.weight import QuantizedWeight
+from tmac.formats import uniform, fp4  # noqa: E402,F401  (declaration order = table order)
+
+__all__ = ["DECLARED_OPS", "FORMATS", "Format", "Op", "QuantizedWeight", "get"]
