@@ -16,7 +16,8 @@ def test_demo_rows_are_consistent():
     weight_errors = [by_name[f"{b}-bit asym"].weight_nmse for b in (4, 3, 2, 1)]
     assert weight_errors == sorted(weight_errors)            # fewer bits, larger error
     assert all(r.lut_nmse < 1e-3 for r in rows)              # int8 tables cost little accuracy
-    assert by_name["4-bit asym"].bits_per_weight == 4 + 64 / 64   # scale + zero per 64 weights
+    # float32 scale and uint8 zero per 64 weights, as the kernels read them
+    assert by_name["4-bit asym"].bits_per_weight == 4 + (32 + 8) / 64
 
 
 def test_demo_command_prints_every_format(capsys):

@@ -139,7 +139,8 @@ def test_fp4_storage_and_display():
     w = np.random.default_rng(0).standard_normal((8, 128)).astype(np.float32)
     qm = tmac.quantize(w, group_size=32, scheme="m0e4")
     qe = tmac.quantize(w, group_size=32, scheme="e2m1")
-    assert qm.nbytes == 8 * 128 // 2 + 2 * 8 * 4 * 4           # codes + a and b per group
+    # the kernel layout (codes, the LUT form's scales and float zeros, rows padded to 64) + (a, b)
+    assert qm.nbytes == 64 * 128 // 2 + 2 * 64 * 4 * 4 + 2 * 8 * 4 * 4
     assert qe.nbytes == 8 * 128 // 2 + 8 * 4 * 4                # codes + one scale per group
     assert "m0e4" in repr(qm) and "e2m1" in repr(qe)
     assert not qm.params[0].flags.writeable and not qm.params[1].flags.writeable

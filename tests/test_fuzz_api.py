@@ -126,7 +126,7 @@ def test_huge_declared_sizes_fail_before_allocating():
     ("scales", np.ones((6, 3), np.float32), ValueError),          # K // group_size is 2
     ("scales", np.full((6, 2), np.nan, np.float32), ValueError),
     ("zeros", [[1.0, 1.0]] * 6, TypeError),
-    ("bits", 5, ValueError), ("group_size", 7, ValueError),
+    ("bits", 9, ValueError), ("group_size", 7, ValueError),
 ])
 def test_quantized_weight_refuses_parts_that_do_not_fit(field, value, error):
     qw = small_qw()

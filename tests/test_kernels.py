@@ -101,14 +101,14 @@ def test_unpacked_codes_and_untransposed_scales_give_the_same_result():
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_fractional_and_integer_zeros(isa):
-    """Integer zeros take the uint8 path (offset formed in the kernel), fractional ones the
-    float32 offsets; both equal the reference."""
+    """Integer zeros are stored as uint8, fractional ones as float32; the kernels form the
+    offsets from either and equal the reference."""
     codes, scales, zeros, bits, x, act = _case((130, 256, 4, "asym", 64, 64, 3))
     frac = zeros + np.float32(0.25)
     frac[0, 0] = np.float32(1.0 / 3.0)
     for z in (zeros, frac):
         packed = pack(codes, bits, scales, z)
-        assert (packed.zeros_u8 is None) == (z is frac)
+        assert (packed.zeros_t.dtype == np.float32) == (z is frac)
         for lut in ("int8", "float32"):
             want = ref_lut.lut_matmul(codes, scales, z, bits, x, act, lut)
             assert _same(kernels.lut_matmul(packed, scales, z, bits, x, act, lut, isa=isa), want)

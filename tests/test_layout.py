@@ -50,13 +50,16 @@ def test_layout_does_not_depend_on_anything_but_codes():
 def test_scales_are_transposed_per_64_rows():
     rng = np.random.default_rng(1)
     scales = rng.random((70, 3)).astype(np.float32)
-    zeros = rng.integers(0, 8, (70, 3)).astype(np.float32)
-    sc, off = layout.pack_scales(scales, zeros, 3)
-    assert sc.shape == off.shape == (2, 3, 64)
+    zeros = rng.random((70, 3)).astype(np.float32)        # fractional: kept as float32
+    sc, zt = layout.pack_params(scales, zeros)
+    assert sc.shape == zt.shape == (2, 3, 64) and zt.dtype == np.float32
     for m in (0, 13, 63, 64, 69):
         np.testing.assert_array_equal(sc[m // 64, :, m % 64], scales[m])
-        np.testing.assert_array_equal(off[m // 64, :, m % 64], np.float32(3.5) - zeros[m])
+        np.testing.assert_array_equal(zt[m // 64, :, m % 64], zeros[m])
     assert not sc[1, :, 6:].any()
+    p = layout.pack(rng.integers(0, 8, (70, 12)).astype(np.uint8), 3, scales, zeros)
+    back = layout.params_from(p)
+    assert np.array_equal(back[0], scales) and np.array_equal(back[1], zeros)
 
 
 def test_integer_zeros_are_kept_as_uint8():
@@ -66,17 +69,28 @@ def test_integer_zeros_are_kept_as_uint8():
     zeros = rng.integers(0, 8, (70, 2)).astype(np.float32)
     zeros[5, 1] = -0.0
     p = layout.pack(codes, 3, scales, zeros)
-    assert p.zeros_u8.dtype == np.uint8 and p.zeros_u8.shape == p.zeros_t.shape
-    np.testing.assert_array_equal(p.zeros_u8, p.zeros_t)
-    # the offset formed from the byte equals the stored float32 offset, bit for bit
-    # (real rows only: padded rows have offset 0 there but scale 0 either way)
-    formed = (np.float32(3.5) - p.zeros_u8.astype(np.float32)).transpose(0, 2, 1).reshape(-1, 2)
-    stored = p.offsets_t.transpose(0, 2, 1).reshape(-1, 2)
-    assert np.array_equal(formed[:70].view(np.int32), stored[:70].view(np.int32))
+    assert p.zeros_t.dtype == np.uint8 and p.zeros_t.shape == p.scales_t.shape
+    np.testing.assert_array_equal(layout.params_from(p)[1], np.abs(zeros))
+    assert p.form == "zero_point"
     for bad in (0.5, -1.0, 256.0, np.nan):
         z = zeros.copy()
         z[3, 0] = bad
-        assert layout.pack(codes, 3, scales, z).zeros_u8 is None
+        assert layout.pack(codes, 3, scales, z).zeros_t.dtype == np.float32
+
+
+def test_affine_parameters_are_stored_as_float16_bits():
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 256, (70, 64)).astype(np.uint8)
+    scales = rng.random((70, 2)).astype(np.float16).astype(np.float32)
+    offsets = rng.standard_normal((70, 2)).astype(np.float16).astype(np.float32)
+    p = layout.pack(codes, 8, scales, offsets, form="affine")
+    assert p.form == "affine" and p.scales_t.dtype == p.zeros_t.dtype == np.uint16
+    back = layout.params_from(p)
+    assert np.array_equal(back[0], scales) and np.array_equal(back[1], offsets)
+    assert p.nbytes == p.data.nbytes + 2 * p.scales_t.nbytes
+    assert np.array_equal(layout.unpack(p), codes)
+    with pytest.raises(ValueError, match="float16"):
+        layout.pack(codes, 8, scales + np.float32(1e-4), offsets, form="affine")
 
 
 @pytest.mark.parametrize("bad", [np.zeros((2, 2), np.int32), np.full((2, 2), 4, np.uint8)])

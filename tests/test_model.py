@@ -282,7 +282,7 @@ def test_fused_linear_equals_tmac_matmul_bit_for_bit():
                            group_size=gs, scheme=scheme)
         act = qw.group_size if qw.group_size < k else k
         p = plan(k, qw.n_groups, act)
-        w = (qw.packed.data, qw.packed.scales_t, qw.packed.offsets_t, np.int64(act), p.blocks)
+        w = (qw.packed.data, qw.packed.scales_t, qw.packed.zeros_t, np.int64(act), p.blocks)
         for n in (1, 5):
             x = rng.standard_normal((n, k)).astype(np.float32)
             buf = (np.empty((n, k // 4, 16), np.int8), np.empty((n, p.n_act_groups), np.float32),
@@ -409,14 +409,16 @@ def test_open_model_caches_prepared_weights(tmp_path, monkeypatch, tiny_path):
 def test_formats_are_named_the_same_everywhere():
     from tmac.formats import FORMATS as WEIGHT_FORMATS
 
-    assert formats.FORMATS[:5] == ("f32", "w4", "w3", "w2", "w1")
-    assert {"ternary", "m0e4", "sym3", "e2m1"} <= set(formats.FORMATS)
+    assert formats.FORMATS[:9] == ("f32", "w8", "w7", "w6", "w5", "w4", "w3", "w2", "w1")
+    assert {"ternary", "m0e4", "sym3", "asym4", "e2m1"} <= set(formats.FORMATS)
+    assert formats.parse("w4").scheme == "affine" and formats.parse("w4").group_size == 32
     # every format of the table, at every width, has a model format name
     reachable = {(f.scheme, f.bits) for f in map(formats.parse, formats.FORMATS[1:])}
     assert reachable == {(fmt.name, b) for fmt in WEIGHT_FORMATS.values() for b in fmt.widths}
     assert formats.parse("w3", sym=True).scheme == "sym"
-    assert formats.head_format(formats.parse("w2")).name == "w4"
-    assert formats.head_format(formats.parse("w4")).name == "w4"
+    assert formats.head_format(formats.parse("w2")).name == "w8"          # the default head
+    assert formats.head_format(formats.parse("w2", head="same")).name == "w2"
+    assert formats.head_format(formats.parse("w4", head="w6")).bits == 6
     with pytest.raises(ValueError, match="unknown format 'q4'"):
         formats.parse("q4")
 
@@ -505,7 +507,7 @@ def test_cli_bench_model_and_fetch_path(tmp_path, monkeypatch, capsys, tiny_path
                  "--group-size", "32", "--thread-counts", "1", "--prompt", "8", "--decode", "4",
                  "--repeat", "1"]) == 0
     out = capsys.readouterr().out
-    assert out.count("| w2 (g32) |") == 2 and "dequant" in out
+    assert out.count("| w2 (g32), head w8 (g32) |") == 2 and "dequant" in out
     assert main(["fetch", "--path"]) == 0
     assert capsys.readouterr().out.strip().endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
 

@@ -38,12 +38,34 @@ def _generic(b, f, i32, outb, outf, outi, outt, outq):
     s.store512(outi, 64, s.zero512())
     s.store_tables4_f32(outt, 0, vf)
     s.store_tables4_int8(outq, 0, vf, s.set1_f32_512(np.float32(20.0)))
-    c = s.set1_f32_512(np.float32(7.5))
-    s.store512(outt, 64, s.offsets(b, 16, c))          # uint8 zeros -> 7.5 - zero
-    s.store512(outt, 80, s.offsets(f, 0, c))           # float32: the offsets themselves
+    like = s.zero512()
+    s.store512(outt, 64, s.loadf(b, 16, like))         # uint8 -> their values
+    s.store512(outt, 80, s.loadf(f, 0, like))          # float32: as they are
     s.store512(outf, 64, s.absum4(vf))
     s.store512(outf, 80, s.max_f32(vf, s.load512(f, 16)))
     outf[96] = s.hmax4_f32(vf)
+
+
+@njit(cache=True)
+def _halves(bits, out16, out8, out1):
+    """loadf on uint16 (float16 bit patterns) at both widths, and the scalar half_to_float."""
+    for i in range(0, bits.shape[0], 16):
+        s.store512(out16, i, s.loadf(bits, i, s.zero512()))
+        s.store256(out8, i, s.loadf(bits, i, s.zero256()))
+        s.store256(out8, i + 8, s.loadf(bits, i + 8, s.zero256()))
+    for i in range(bits.shape[0]):
+        out1[i] = s.half_to_float(bits[i])
+
+
+def test_float16_widening_is_exact_for_every_bit_pattern():
+    """All 65536 float16 patterns (zeros, subnormals, normals, infinities, NaN payloads)
+    widen to numpy's float32, bit for bit, by integer operations only."""
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    want = bits.view(np.float16).astype(np.float32).view(np.uint32)
+    outs = [np.zeros(1 << 16, np.float32) for _ in range(3)]
+    _halves(bits, *outs)
+    for out in outs:
+        assert np.array_equal(out.view(np.uint32), want)
 
 
 def test_generic_primitives():
@@ -74,7 +96,7 @@ def test_generic_primitives():
     from tmac.reference import tables as rt
     want = rt.build_tables_mirrored(f[None, :16])[0].reshape(-1)
     assert np.array_equal(outt[:64].view(np.int32), want.view(np.int32))
-    assert np.array_equal(outt[64:80], np.float32(7.5) - b[16:32].astype(np.float32))
+    assert np.array_equal(outt[64:80], b[16:32].astype(np.float32))
     assert np.array_equal(outt[80:96].view(np.int32), f[:16].view(np.int32))
     want_q = np.clip(np.rint(rt.build_tables_mirrored(f[None, :16])[0] * np.float32(20)), -127, 127)
     assert np.array_equal(outq, want_q.astype(np.int8).reshape(-1))

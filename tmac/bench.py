@@ -155,7 +155,7 @@ def _weight_bytes(packed):
     """Bytes one LUT call reads from the weight: codes, scales and offsets (or uint8 zeros)."""
     from tmac.kernels.lut import transposed_scales
 
-    sc, off = transposed_scales(packed, None, None, packed.bits)
+    sc, off = transposed_scales(packed, None, None)
     return packed.data.nbytes + sc.nbytes + off.nbytes
 
 
@@ -168,9 +168,7 @@ def _copies(qw, count):
                                 params=None if qw.params is None else tuple(p.copy() for p in qw.params))
                        for _ in range(count - 1)]
     return [packed] + [packed._replace(data=packed.data.copy(), scales_t=packed.scales_t.copy(),
-                                       offsets_t=packed.offsets_t.copy(),
-                                       zeros_u8=None if packed.zeros_u8 is None
-                                       else packed.zeros_u8.copy())
+                                       zeros_t=packed.zeros_t.copy())
                        for _ in range(count - 1)]
 
 

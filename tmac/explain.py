@@ -20,7 +20,7 @@ from tmac.reference import tables as ref_tables
 from tmac.reference.lut_matmul import LUT_MODES
 
 
-PLANE_WEIGHTS = ("1/2", "1", "2", "4")
+PLANE_WEIGHTS = ("1/2", "1", "2", "4", "8", "16", "32", "64")
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,14 @@ class Explanation:
     looked_up: np.ndarray       # (bits, G): tables[g, indices[i, g]]
     block_lut: np.ndarray       # (nblocks,) float32: shift-accumulated lookups, scaled
     block_xsum: np.ndarray      # (nblocks,) float32
-    block_offset: np.ndarray    # (nblocks,) float32: (2^b - 1)/2 - zero
+    block_offset: np.ndarray    # (nblocks,) float32: (2^b - 1)/2 - zero, or the offset (affine)
     block_scale: np.ndarray     # (nblocks,) float32: weight scale
-    block_value: np.ndarray     # (nblocks,) float32: scale * (lut + offset * xsum)
+    block_value: np.ndarray     # (nblocks,) float32: what the block adds to y (its format's
+                                #   epilogue: scale * (lut + offset * xsum), or affine
+                                #   scale * (lut + c * xsum) + offset * xsum)
     value: float                # y[row], bitwise equal to tmac.matmul(..., backend="reference")
     dense: float                # float64 dot product of the dequantized row with x
+    form: str = "zero_point"    # the epilogue form (tmac.formats.Format.form)
 
     def _tables_view(self, max_groups):
         from rich.markup import escape
@@ -79,7 +82,9 @@ class Explanation:
     def _blocks_view(self):
         from rich.table import Table
 
-        t = Table(title="3. per block: shift-accumulate, then scale * (lut + offset * sum x)")
+        rule = ("scale * (lut + c * sum x) + offset * sum x, c = (2^b - 1)/2" if self.form == "affine"
+                else "scale * (lut + offset * sum x)")
+        t = Table(title=f"3. per block: shift-accumulate, then {rule}")
         for column in ("block", "lut", "sum x", "offset", "scale", "block value", "running y"):
             t.add_column(column, justify="right")
         running = np.float32(0)
@@ -191,16 +196,19 @@ def explain(qw, x, row=0, *, lut="int8", act_group_size=None):
         shown_tables, table_scales = float_tables, np.ones((1, 1), np.float32)
         block_lut = ref.lut_from_float(float_tables[0], indices, blocks)[0]
     xsum = ref.block_sums(xp, blocks)
-    value = ref.epilogue(block_lut[None, None, :], xsum, scales, zeros, qw.bits, blocks)[0, 0]
-    offset = (np.float32((2**qw.bits - 1) / 2) - zeros[0])[blocks.weight_group]
-    block_scale = scales[0][blocks.weight_group]
+    fmt = qw.format
+    block_value = fmt.block_values(block_lut[None, None, :], xsum, scales, zeros, qw.bits, blocks)[0, 0]
+    value = ref.sequential_sum(block_value)
+    offset = zeros[0][blocks.weight_group] if fmt.form == "affine" else \
+        (np.float32((2**qw.bits - 1) / 2) - zeros[0])[blocks.weight_group]
     dense = float(qw.dequantize()[row].astype(np.float64) @ x.astype(np.float64))
     return Explanation(
         row=row, bits=qw.bits, lut=lut, x_groups=ref_tables.quads(xp)[0], tables=shown_tables[0],
         table_scales=table_scales[0], codes=ref.pad_columns(codes, blocks.k_padded).reshape(-1, 4),
         indices=indices[:, 0, :], looked_up=ref.lookup(shown_tables[0], indices[:, 0, :]),
-        block_lut=block_lut, block_xsum=xsum[0], block_offset=offset, block_scale=block_scale,
-        block_value=block_scale * (block_lut + offset * xsum[0]), value=float(value), dense=dense)
+        block_lut=block_lut, block_xsum=xsum[0], block_offset=offset,
+        block_scale=scales[0][blocks.weight_group], block_value=block_value, value=float(value),
+        dense=dense, form=fmt.form)
 
 
 def _explain_dequant(qw, x, row):

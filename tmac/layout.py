@@ -8,7 +8,8 @@ Shape of the packed array: ``(Mt, U, bits, 2, 64)`` uint8 with
 * ``Mt = ceil(M / 64)`` row tiles of 64 rows (rows past M are code 0),
 * ``U = ceil(Kp / 16)`` K units of 16 columns = 4 table groups (columns past K are code 0;
   the kernels give them zero activations, so they contribute nothing),
-* ``bits`` planes, then 2 halves of 32 rows, then 64 bytes = one 512-bit register.
+* ``bits`` planes (1 to 8), then 2 halves of 32 rows, then 64 bytes = one 512-bit register:
+  a code of b bits takes exactly b bits.
 
 Byte ``data[R, u, i, s, 4*r + q]`` (r in 0..15, q in 0..3) holds, for plane i and table group
 ``g = 4*u + q``::
@@ -31,21 +32,24 @@ HALF_ROWS = 32     # rows per 64-byte register (16 in the low nibbles, 16 in the
 UNIT_K = 16        # K columns per unit: 4 table groups of g = 4
 
 
-class PackedCodes(NamedTuple):
-    """Weight codes in the kernel layout.
+FORMS = ("zero_point", "affine")
 
-    data     (Mt, U, bits, 2, 64) uint8, C-contiguous (see module docstring)
+
+class PackedCodes(NamedTuple):
+    """Weight codes and group parameters in the kernel layout: what the kernels read, once.
+
+    data     (Mt, U, bits, 2, 64) uint8, C-contiguous (see module docstring): b bits per code
     m, k     the logical shape of the codes
-    bits     code width, 1..4
-    scales_t (Mt, n_weight_groups, 64) float32 or None: scales transposed so that 64 rows of
-             one weight group are contiguous (vector loads in the epilogue); 0 for padded rows
-    offsets_t same shape: float32((2^bits - 1) / 2) - zeros, the epilogue's zero-point term
-    zeros_t   same shape: the zeros themselves (the dequant baseline needs them exactly)
-    zeros_u8  same shape, uint8: the zeros again when every one is an integer in 0..255 (GPTQ,
-             symmetric, ternary: the usual case), else None. The AVX-512 kernel then reads one
-             byte per row and group instead of a 4-byte offset and forms the offset itself
-             (``float32((2^b - 1)/2) - float32(zero)``, the same single subtraction, same bits):
-             0.375 bit less traffic per weight at group size 128.
+    bits     code width, 1..8
+    scales_t (Mt, n_weight_groups, 64) or None: the scales transposed so that 64 rows of one
+             weight group are contiguous (vector loads in the epilogue); 0 for padded rows
+    zeros_t  same shape, the second group parameter, in one of two forms (tmac.kernels.epilogue):
+             zero-point form, w = (code - zero) * scale: scales_t float32, zeros_t the zeros,
+                 uint8 when every one is an integer in 0..255 (GPTQ, symmetric, ternary: the
+                 usual case; a quarter of the bytes) else float32. The kernels form the offset
+                 ``float32((2^b - 1)/2) - zero`` themselves, the contract's single subtraction.
+             affine form, w = scale * code + offset: scales_t and zeros_t (the offsets) are
+                 float16, stored as their uint16 bit patterns (Numba has no float16 arrays).
     """
 
     data: np.ndarray
@@ -53,9 +57,7 @@ class PackedCodes(NamedTuple):
     k: int
     bits: int
     scales_t: Optional[np.ndarray] = None
-    offsets_t: Optional[np.ndarray] = None
     zeros_t: Optional[np.ndarray] = None
-    zeros_u8: Optional[np.ndarray] = None
 
     @property
     def k_padded(self) -> int:
@@ -70,23 +72,35 @@ class PackedCodes(NamedTuple):
     def m_padded(self) -> int:
         return self.data.shape[0] * ROW_TILE
 
+    @property
+    def form(self) -> str:
+        """"affine" (float16 scales and offsets) or "zero_point"."""
+        return "affine" if self.scales_t is not None and self.scales_t.dtype == np.uint16 \
+            else "zero_point"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the kernels read: codes and group parameters."""
+        return self.data.nbytes + sum(a.nbytes for a in (self.scales_t, self.zeros_t) if a is not None)
+
 
 def padded_shape(m: int, k: int) -> tuple[int, int]:
     """(rows, columns) after padding: M to a multiple of 64, K to a multiple of 16."""
     return -(-m // ROW_TILE) * ROW_TILE, max(1, -(-k // UNIT_K)) * UNIT_K
 
 
-def pack(codes, bits: int, scales=None, zeros=None) -> PackedCodes:
+def pack(codes, bits: int, scales=None, zeros=None, form: str = "zero_point") -> PackedCodes:
     """codes (M, K) uint8 in [0, 2^bits) -> PackedCodes.
 
-    Pass ``scales``/``zeros`` ((M, K // group_size) float32) to also store them transposed for
-    the kernels; otherwise ``tmac.kernels.lut_matmul`` transposes them on every call.
+    Pass ``scales``/``zeros`` ((M, K // group_size) float32; for the affine form the offsets,
+    float16 values) to also store them in the kernel layout; otherwise the kernels' callers
+    transpose them on every call (tmac.kernels.lut.transposed_scales).
     """
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.dtype != np.uint8:
         raise ValueError(f"codes must be a 2-D uint8 array, got {codes.dtype} {codes.shape}")
-    if not 1 <= bits <= 4:
-        raise ValueError(f"bits must be in 1..4, got {bits}")
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits must be in 1..8, got {bits}")
     if codes.size and int(codes.max()) >= 1 << bits:
         raise ValueError(f"codes exceed {bits} bits")
     m, k = codes.shape
@@ -103,11 +117,44 @@ def pack(codes, bits: int, scales=None, zeros=None) -> PackedCodes:
     data = np.ascontiguousarray((idx[..., 0] | (idx[..., 1] << 4)).reshape(mt, units, bits, 2, 64))
     packed = PackedCodes(data, m, k, bits)
     if scales is not None:
-        scales_t, offsets_t = pack_scales(scales, zeros, bits)
-        zeros_t = transpose_rows(zeros)
-        packed = packed._replace(scales_t=scales_t, offsets_t=offsets_t, zeros_t=zeros_t,
-                                 zeros_u8=small_integer_zeros(zeros_t))
+        packed = packed._replace(**dict(zip(("scales_t", "zeros_t"),
+                                            pack_params(scales, zeros, form))))
     return packed
+
+
+def pack_params(scales, zeros, form: str = "zero_point") -> tuple:
+    """(scales_t, zeros_t) in the kernel layout and storage dtype of ``form`` (see PackedCodes)."""
+    if form == "affine":
+        return tuple(float16_bits(transpose_rows(a), name) for name, a in (("scales", scales),
+                                                                           ("offsets", zeros)))
+    if form != "zero_point":
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    zeros_t = transpose_rows(zeros)
+    small = small_integer_zeros(zeros_t)
+    return transpose_rows(scales), zeros_t if small is None else small
+
+
+def float16_bits(a, name="values") -> np.ndarray:
+    """float32 values that are float16 numbers -> their uint16 bit patterns (exact, checked)."""
+    a = np.asarray(a, np.float32)
+    half = a.astype(np.float16)
+    if not np.array_equal(half.astype(np.float32), a):
+        raise ValueError(f"{name} must be float16 values (they are stored as float16)")
+    return np.ascontiguousarray(half.view(np.uint16))
+
+
+def untranspose_rows(t, m: int) -> np.ndarray:
+    """Inverse of transpose_rows: (Mt, G, 64) -> (M, G)."""
+    mt, ng, _ = t.shape
+    return np.ascontiguousarray(t.transpose(0, 2, 1).reshape(mt * ROW_TILE, ng)[:m])
+
+
+def params_from(packed: PackedCodes) -> tuple:
+    """(scales, zeros) as (M, G) float32 from a PackedCodes that carries them (exact)."""
+    def widen(a):
+        return a.view(np.float16).astype(np.float32) if a.dtype == np.uint16 else a.astype(np.float32)
+
+    return tuple(widen(untranspose_rows(a, packed.m)) for a in (packed.scales_t, packed.zeros_t))
 
 
 def unpack(packed: PackedCodes) -> np.ndarray:
@@ -122,20 +169,6 @@ def unpack(packed: PackedCodes) -> np.ndarray:
         for t in range(4):
             codes[:, t::4] |= ((idx[i] >> t) & 1) << i
     return codes[:packed.m, :packed.k]
-
-
-def pack_scales(scales, zeros, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """scales, zeros (M, G) float32 -> (scales_t, offsets_t), each (Mt, G, 64) float32.
-
-    offsets_t = float32((2^bits - 1) / 2) - zeros, exactly the contract's ``offset``
-    (one float32 subtraction, so precomputing it changes no bit). Padded rows hold 0.
-    """
-    scales = np.asarray(scales, np.float32)
-    zeros = np.asarray(zeros, np.float32)
-    m, ng = scales.shape
-    mp = -(-m // ROW_TILE) * ROW_TILE
-    offsets = np.float32((2**bits - 1) / 2) - zeros
-    return transpose_rows(scales), transpose_rows(offsets)
 
 
 def small_integer_zeros(zeros_t) -> Optional[np.ndarray]:

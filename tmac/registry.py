@@ -19,16 +19,16 @@ so ``import tmac`` compiles and imports no Numba code.
 """
 
 from tmac.formats import DECLARED_OPS, Op
-from tmac.reference import dequant_matmul as _ref_dequant
-from tmac.reference import lut_matmul as _ref_lut
 
 
 def _reference_lut_matmul(qw, x, act_group_size, lut, threads=None):
-    return _ref_lut.lut_matmul(qw.codes, qw.scales, qw.zeros, qw.bits, x, act_group_size, lut)
+    """The specification of the weight's format (its epilogue form: tmac.reference.lut_matmul
+    or tmac.reference.affine)."""
+    return qw.format.lut_reference(qw, x, act_group_size, lut)
 
 
 def _reference_dequant_matmul(qw, x, threads=None):
-    return _ref_dequant.dequant_matmul(qw.codes, qw.scales, qw.zeros, x)
+    return qw.format.dequant_reference(qw, x)
 
 
 def _kernel_lut_matmul(isa):
@@ -36,8 +36,8 @@ def _kernel_lut_matmul(isa):
     def run(qw, x, act_group_size, lut, threads=None):
         from tmac import kernels
 
-        return kernels.lut_matmul(qw.packed, qw.scales, qw.zeros, qw.bits, x, act_group_size,
-                                  lut, isa=isa, threads=threads)
+        return kernels.lut_matmul(qw.packed, None, None, qw.bits, x, act_group_size, lut, isa=isa,
+                                  threads=threads)
     return run
 
 
@@ -45,8 +45,7 @@ def _kernel_dequant_matmul(isa):
     def run(qw, x, threads=None):
         from tmac import kernels
 
-        return kernels.dequant_matmul(qw.packed, qw.scales, qw.zeros, qw.bits, x, isa=isa,
-                                      threads=threads)
+        return kernels.dequant_matmul(qw.packed, None, None, qw.bits, x, isa=isa, threads=threads)
     return run
 
 

@@ -6,7 +6,8 @@
  *   run:    ./golden_check DIR            (reads DIR/INDEX.txt, one case file per line)
  *           ./golden_check DIR FILE...    (only these case files of DIR)
  *
- * For every case it reads the inputs (quantize.codes/scales/zeros, input.x) and the parameters
+ * For every case it reads the inputs (quantize.codes/scales/zeros -- or affine.offsets for the
+ * affine form, w = scale * code + offset --, input.x) and the parameters
  * (safetensors __metadata__), recomputes every stage from docs/numerics.md with its own code --
  * blocks, padding, bit planes, table indices, the packed kernel layout, mirrored float tables,
  * int8 table quantization, lookup, shift-accumulate, the float epilogue, and the
@@ -419,7 +420,7 @@ typedef struct {        /* a case's parameters, checked against its tensors */
 
 /* Every stage of the lookup path (docs/numerics.md), from padded codes (M x Kp) and x (N x Kp). */
 static void check_lut(Check *k, const Params *p, const uint8_t *codes, const float *x,
-                      const float *scale, const float *zero) {
+                      const float *scale, const float *zero, int affine) {
     const long bits = p->bits, M = p->M, K = p->K, N = p->N, W = p->W, A = p->A;
     const char *lut = p->lut;
     long Kp = (K + 3) / 4 * 4, G = Kp / 4;
@@ -567,9 +568,12 @@ static void check_lut(Check *k, const Params *p, const uint8_t *codes, const flo
     uint64_t s_l[] = {N, M, nb};
     compare_f32(k, "lut.values", 3, s_l, lutv, (size_t)N * M * nb);
 
-    /* epilogue: xsum, offset, block = lut + offset * xsum, y = 0 + scale * block in block order */
+    /* epilogue: xsum; zero-point form: offset = c - zero, block = lut + offset * xsum,
+     * y = 0 + scale * block in block order; affine form (zero holds the offsets m):
+     * code_dot = lut + c * xsum, block = scale * code_dot + m * xsum, y = 0 + block */
     float *xsum = malloc((size_t)N * nb * sizeof(float)), *off = malloc((size_t)M * NG * sizeof(float));
     float *blk = malloc((size_t)N * M * nb * sizeof(float)), *y = malloc((size_t)N * M * sizeof(float));
+    float *cdot = malloc((size_t)N * M * nb * sizeof(float));
     float half_range = (float)((1 << bits) - 1) / 2.0f;
     for (i = 0; i < (size_t)(M * NG); i++) off[i] = half_range - zero[i];
     for (n_ = 0; n_ < (size_t)N; n_++)
@@ -582,24 +586,41 @@ static void check_lut(Check *k, const Params *p, const uint8_t *codes, const flo
         for (m_ = 0; m_ < (size_t)M; m_++) {
             float acc = 0.0f;
             for (b = 0; b < (size_t)nb; b++) {
-                float v = AT3(lutv, M, nb, n_, m_, b) + off[m_ * NG + bwg[b]] * xsum[n_ * nb + b];
-                AT3(blk, M, nb, n_, m_, b) = v;
-                acc = acc + scale[m_ * NG + bwg[b]] * v;
+                size_t gi = m_ * NG + bwg[b];
+                float xs = xsum[n_ * nb + b], l = AT3(lutv, M, nb, n_, m_, b);
+                if (affine) {
+                    float cd = l + half_range * xs;
+                    float v = scale[gi] * cd + zero[gi] * xs;
+                    AT3(cdot, M, nb, n_, m_, b) = cd;
+                    AT3(blk, M, nb, n_, m_, b) = v;
+                    acc = acc + v;
+                } else {
+                    float v = l + off[gi] * xs;
+                    AT3(blk, M, nb, n_, m_, b) = v;
+                    acc = acc + scale[gi] * v;
+                }
             }
             y[n_ * M + m_] = acc;
         }
     uint64_t s_xs[] = {N, nb}, s_y[] = {N, M};
     compare_f32(k, "epilogue.xsum", 2, s_xs, xsum, (size_t)N * nb);
-    compare_f32(k, "epilogue.offsets", 2, s_mg, off, (size_t)M * NG);
-    compare_f32(k, "epilogue.block", 3, s_l, blk, (size_t)N * M * nb);
+    if (affine) {
+        compare_f32(k, "affine.code_dot", 3, s_l, cdot, (size_t)N * M * nb);
+        compare_f32(k, "affine.block", 3, s_l, blk, (size_t)N * M * nb);
+    } else {
+        compare_f32(k, "epilogue.offsets", 2, s_mg, off, (size_t)M * NG);
+        compare_f32(k, "epilogue.block", 3, s_l, blk, (size_t)N * M * nb);
+    }
     compare_f32(k, "output.lut_matmul", 2, s_y, y, (size_t)N * M);
 
-    /* the baseline: w = (float(code) - zero) * scale; y = sum_k w * x from 0.0 in increasing k */
+    /* the baseline: w = (float(code) - zero) * scale, or float(code) * scale + m (affine);
+     * y = sum_k w * x from 0.0 in increasing k */
     float *wd = malloc((size_t)M * K * sizeof(float));
     for (m_ = 0; m_ < (size_t)M; m_++)
         for (k_ = 0; k_ < (size_t)K; k_++) {
             size_t gi = m_ * NG + k_ / W;
-            wd[m_ * K + k_] = ((float)codes[m_ * Kp + k_] - zero[gi]) * scale[gi];
+            float c = (float)codes[m_ * Kp + k_];
+            wd[m_ * K + k_] = affine ? c * scale[gi] + zero[gi] : (c - zero[gi]) * scale[gi];
         }
     for (n_ = 0; n_ < (size_t)N; n_++)
         for (m_ = 0; m_ < (size_t)M; m_++) {
@@ -612,7 +633,7 @@ static void check_lut(Check *k, const Params *p, const uint8_t *codes, const flo
     if (find(k->f, "output.int4_dequant_matmul"))    /* the same baseline, another kernel */
         compare_f32(k, "output.int4_dequant_matmul", 2, s_y, y, (size_t)N * M);
     free(bstart); free(bstop); free(bwg); free(bag); free(planes); free(idx); free(packed);
-    free(T); free(lutv); free(xsum); free(off); free(blk); free(y); free(wd);
+    free(T); free(lutv); free(xsum); free(off); free(blk); free(cdot); free(y); free(wd);
 }
 
 /* M0E4: fp16 pattern 0x3C00 | q << 6, widened to float32 by the usual fp16 -> fp32 rule,
@@ -691,7 +712,7 @@ static int check_case(const char *path, const char *case_label) {
     if (!f) return 2;
     if (!read_file(path, f)) { printf("FAIL %s: %s\n", case_label, f->error); goto out; }
     p.lut = meta(f, "lut"), p.scheme = meta(f, "scheme"), p.name = meta(f, "name");
-    if (!meta_int(f, "bits", 1, 4, &p.bits) || !meta_int(f, "m", 1, 1 << 16, &p.M)
+    if (!meta_int(f, "bits", 1, 8, &p.bits) || !meta_int(f, "m", 1, 1 << 16, &p.M)
         || !meta_int(f, "k", 1, 1 << 16, &p.K) || !meta_int(f, "n", 1, 1 << 12, &p.N)
         || !meta_int(f, "group_size", 1, p.K, &p.W) || !meta_int(f, "act_group_size", 4, 1 << 16, &p.A)
         || !p.lut || (strcmp(p.lut, "int8") && strcmp(p.lut, "float32") && strcmp(p.lut, "none"))
@@ -722,13 +743,14 @@ static int check_case(const char *path, const char *case_label) {
 
     Check chk = {f, p.name, 0, 0}, *k = &chk;
     if (strcmp(p.lut, "none")) {
+        int affine = !strcmp(p.scheme, "affine");   /* zero holds the offsets m */
         const Tensor *ts = input(f, "quantize.scales", "F32", 2, s_mg, why);
-        const Tensor *tz = ts ? input(f, "quantize.zeros", "F32", 2, s_mg, why) : NULL;
+        const Tensor *tz = ts ? input(f, affine ? "affine.offsets" : "quantize.zeros", "F32", 2, s_mg, why) : NULL;
         if (!tz) { printf("FAIL %s: %s\n", case_label, why); goto out; }
         scale = malloc((size_t)M * NG * sizeof *scale);
         zero = malloc((size_t)M * NG * sizeof *zero);
         for (long i = 0; i < M * NG; i++) { scale[i] = f32_of_bits(raw(f, ts, i)); zero[i] = f32_of_bits(raw(f, tz, i)); }
-        check_lut(k, &p, codes, x, scale, zero);
+        check_lut(k, &p, codes, x, scale, zero, affine);
     }
     if ((!strcmp(p.scheme, "m0e4") && !check_m0e4(k, &p, codes, x, why))
         || (!strcmp(p.scheme, "e2m1") && !check_e2m1(k, &p, codes, x, why))) {

@@ -4,13 +4,14 @@ One small class per format, declared once (``tmac.formats.base.Format``), regist
 the order below; ``tmac.quantize(scheme=...)``, the ops, ``explain``, ``tmac bench``, the golden
 export, the model's formats and the tests all iterate this table.
 
-    uniform  asym, sym, ternary: w = (code - zero) * scale, integer zeros
+    uniform  asym, sym, ternary: w = (code - zero) * scale, integer zeros, 1-8 bits
+    affine   affine: w = scale * code + offset, float16 parameters, 1-8 bits (Q4_1's form)
     fp4      m0e4 (Transformer-Lite), e2m1 (OCP FP4)
 
 docs/contributing.md walks through adding one.
 """
 from tmac.formats.base import DECLARED_OPS, FORMATS, Format, Op, get
 from tmac.formats.weight import QuantizedWeight
-from tmac.formats import uniform, fp4  # noqa: E402,F401  (declaration order = table order)
+from tmac.formats import uniform, affine, fp4  # noqa: E402,F401  (declaration order = table order)
 
 __all__ = ["DECLARED_OPS", "FORMATS", "Format", "Op", "QuantizedWeight", "get"]

@@ -34,7 +34,8 @@ class Op:
 
     ``dispatch_ops`` names the ops of ``tmac.kernels.dispatch.OP_PATHS`` whose paths this op
     runs on. ``takes_tables``: the implementation is ``(qw, x, act_group_size, lut, threads)``
-    (the LUT product); otherwise ``(qw, x, threads)``.
+    (the LUT product); otherwise ``(qw, x, threads)``. It applies to the weights of the formats
+    that list it (``Format.ops``) whose codes have at most ``max_bits`` bits.
     """
 
     name: str
@@ -43,6 +44,7 @@ class Op:
     dispatch_ops: tuple
     summary: str = ""
     takes_tables: bool = False
+    max_bits: int = 8           # widest codes it takes (a nibble kernel: 4)
 
     @property
     def kernel_backends(self):
@@ -91,7 +93,9 @@ class Format:
     param_names: ClassVar[tuple] = ()      # native parameter arrays carried in qw.params
     stores_zeros: ClassVar[bool] = True    # zeros vary per group (count them in nbytes)
     grouped: ClassVar[bool] = True         # takes a group size (False: one scale per tensor)
+    form: ClassVar[str] = "zero_point"     # its LUT epilogue and parameter storage (tmac.layout)
     golden_tensors: ClassVar[dict] = {}    # the format's own golden stage tensors: name -> meaning
+    golden_skips: ClassVar[tuple] = ()     # shared golden tensors its form does not have
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -132,6 +136,25 @@ class Format:
 
         return dequantize(qw.codes, qw.scales, qw.zeros)
 
+    def lut_reference(self, qw, x, act_group_size, lut):
+        """The LUT product by the specification (the reference of op ``lut_matmul``)."""
+        from tmac.reference.lut_matmul import lut_matmul
+
+        return lut_matmul(qw.codes, qw.scales, qw.zeros, qw.bits, x, act_group_size, lut)
+
+    def block_values(self, lut, xsum, scales, zeros, bits, blocks):
+        """What each block adds to y (N, M, nblocks), by the specification of this format's
+        epilogue form; y is their sum from 0.0 in block order."""
+        from tmac.reference.lut_matmul import block_values
+
+        return block_values(lut, xsum, scales, zeros, bits, blocks)
+
+    def dequant_reference(self, qw, x):
+        """Dequantize-then-multiply by the specification (the reference of op ``dequant_matmul``)."""
+        from tmac.reference.dequant_matmul import dequant_matmul
+
+        return dequant_matmul(qw.codes, qw.scales, qw.zeros, x)
+
     def check_params(self, qw):
         """Validated native params (a tuple of read-only arrays shaped like scales) or None."""
         if not self.param_names:
@@ -149,9 +172,15 @@ class Format:
         return qw.params
 
     def nbytes(self, qw) -> int:
-        """Storage: bit-packed codes, float32 scales, float32 zeros where they vary."""
-        code_bytes = -(-qw.codes.size * qw.bits // 8)
-        return code_bytes + qw.scales.nbytes + (qw.zeros.nbytes if self.stores_zeros else 0)
+        """What the weight holds: the kernel layout (codes at b bits, parameters in their
+        storage dtype, rows padded to 64) where it has one, else bit-packed codes, float32
+        scales and the zeros where they vary; plus native parameters."""
+        extra = sum(p.nbytes for p in qw.params) if qw.params is not None else 0
+        if qw.packed is not None and qw.packed.scales_t is not None:
+            return qw.packed.nbytes + extra
+        m, k = qw.shape
+        code_bytes = -(-m * k * qw.bits // 8)
+        return code_bytes + qw.scales.nbytes + (qw.zeros.nbytes if self.stores_zeros else 0) + extra
 
     def label(self, bits, group_size, k=None) -> str:
         """Short display name, e.g. ``asym 4-bit g64``."""
@@ -176,6 +205,17 @@ class Format:
     def golden_weight(self, params, tensors):
         """The QuantizedWeight of a golden case, from its stage tensors."""
         raise NotImplementedError
+
+    def golden_epilogue(self, codes, scales, zeros, bits, lut_values, xsum, blocks):
+        """The golden stages after the lookups (zero-point form): dequantized weights, offsets,
+        block values, and ``check.y`` (the reference epilogue's output)."""
+        from tmac.reference import lut_matmul, quantize
+
+        offsets = np.float32((2**bits - 1) / 2) - zeros
+        block = lut_values + offsets[None, :, blocks.weight_group] * xsum[:, None, :]
+        return {"dequantize.w": quantize.dequantize(codes, scales, zeros),
+                "epilogue.offsets": offsets, "epilogue.block": block,
+                "check.y": lut_matmul.epilogue(lut_values, xsum, scales, zeros, bits, blocks)}
 
     def golden_cases(self):
         """Case rows (see tmac.golden.cases) exported when no hand-written case uses this

@@ -152,7 +152,7 @@ def kernel_layout(qw, op_name, params):
     return cached[op_name]
 
 
-def _fp4_op(name, kernel_name, params, reference, summary):
+def _fp4_op(name, kernel_name, params, reference, summary, max_bits=4):
     """Declare op ``name``: reference(qw, x) and the portable kernel ``tmac.kernels.fp4.<kernel_name>``
     reading the codes and ``params(qw)``."""
     def factory(isa=None):
@@ -164,7 +164,8 @@ def _fp4_op(name, kernel_name, params, reference, summary):
                 return getattr(fp4, kernel_name)(*arrays, x, qw.shape[0])
         return run
 
-    declare_op(Op(name, lambda qw, x, threads=None: reference(qw, x), factory, ("dequant",), summary))
+    declare_op(Op(name, lambda qw, x, threads=None: reference(qw, x), factory, ("dequant",), summary,
+                  max_bits=max_bits))
 
 
 _fp4_op("m0e4_dequant_matmul", "m0e4_matmul", lambda qw: qw.params,

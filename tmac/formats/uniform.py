@@ -15,22 +15,15 @@ from tmac.formats.base import Format
 from tmac.formats.weight import QuantizedWeight
 from tmac.reference import quantize as _quantize
 
-UNIFORM_OPS = ("lut_matmul", "dequant_matmul", "int4_dequant_matmul")
+UNIFORM_OPS = ("lut_matmul", "dequant_matmul", "int4_dequant_matmul")   # int4: codes < 16 only
 
 
 class _Uniform(Format):
     """Shared by the integer-zero formats: the reference quantizer's three arrays are the
     lookup path's inputs."""
 
-    widths = (1, 2, 3, 4)
+    widths = tuple(range(1, 9))
     ops = UNIFORM_OPS
-
-    def bits_error(self, bits):
-        return f"bits must be 1, 2, 3 or 4, got {bits}"
-
-    def quantize(self, w, bits, group_size):
-        codes, scales, zeros = _quantize.quantize(w, bits, group_size, self.name)
-        return QuantizedWeight(codes, scales, zeros, bits, group_size, self.name)
 
     def golden_stages(self, params, w, x):
         codes, scales, zeros = _quantize.quantize(w, params["bits"], params["group_size"], self.name)
@@ -52,6 +45,10 @@ class Asym(_Uniform):
     name = "asym"
     summary = "GPTQ/AWQ: integer zero point per group, fitted with a range search"
 
+    def quantize(self, w, bits, group_size):
+        codes, scales, zeros = _quantize.quantize_asym(w, bits, group_size)
+        return QuantizedWeight(codes, scales, zeros, bits, group_size, self.name)
+
     def random(self, m, k, bits, group_size, rng):
         g = k // group_size
         codes = rng.integers(0, 2**bits, (m, k)).astype(np.uint8)
@@ -64,6 +61,10 @@ class Sym(_Uniform):
     name = "sym"
     summary = "llama.cpp Q4_0 style: zero fixed at 2^(bits-1), scale from the largest magnitude"
     stores_zeros = False
+
+    def quantize(self, w, bits, group_size):
+        codes, scales, zeros = _quantize.quantize_sym(w, bits, group_size)
+        return QuantizedWeight(codes, scales, zeros, bits, group_size, self.name)
 
     def random(self, m, k, bits, group_size, rng):
         g = k // group_size

@@ -1,8 +1,5 @@
 """QuantizedWeight: a quantized (M, K) weight matrix of any format, immutable, with a display."""
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import numpy as np
 
 from tmac.formats.base import get
@@ -15,48 +12,80 @@ def _frozen(a):
     return view
 
 
-@dataclass(frozen=True, repr=False, eq=False)
 class QuantizedWeight:
-    """A quantized weight matrix: ``w[m, k] ~ (codes[m, k] - zeros[m, g]) * scales[m, g]``.
+    """A quantized weight matrix: ``w[m, k] ~ (codes[m, k] - zeros[m, g]) * scales[m, g]``
+    (or, for the affine form, ``scales[m, g] * codes[m, k] + zeros[m, g]``).
 
     codes   (M, K) uint8 in [0, 2^bits)
     scales  (M, K // group_size) float32
-    zeros   (M, K // group_size) float32
+    zeros   (M, K // group_size) float32: the zero points, or for the affine form
+            (w = scale * code + offset) the offsets
     bits    code width, one of the format's widths (ternary weights are 2-bit codes {1, 2, 3})
     group_size  consecutive K elements sharing a scale (== K for one group per row)
     scheme  the format's name in the format table (``tmac.formats.FORMATS``): "asym", "sym",
-            "ternary", or the FP4 formats "m0e4" / "e2m1"
-    packed  the codes in the kernel layout (``tmac.layout``) for formats with a LUT path
+            "ternary", "affine", or the FP4 formats "m0e4" / "e2m1"
+    packed  the codes and group parameters in the kernel layout (``tmac.layout.PackedCodes``)
+            for formats with a LUT path
     params  the format's native parameters where it has them (``format.param_names``), each
             (M, K // group_size) float32: "m0e4" carries (a, b), w = a * (1 + q/16) + b, and
             its scales/zeros hold the affine form for the LUT path. For "e2m1" the codes are
             E2M1 codes, w = value(code) * scale, and zeros are unused.
 
-    Build one with ``tmac.quantize``; the arrays are read-only.
+    Stored at its real size: a format with a LUT path keeps only ``packed`` (b bits per code,
+    the parameters in their storage dtype: float16 for the affine form, uint8 integer zeros),
+    and ``codes``, ``scales``, ``zeros`` are unpacked from it on access (exactly; read-only
+    arrays, computed anew each time: hold on to them if you need them often).
+    Build one with ``tmac.quantize``; it is immutable.
     """
 
-    codes: np.ndarray
-    scales: np.ndarray
-    zeros: np.ndarray
-    bits: int
-    group_size: int
-    scheme: str
-    packed: Any = field(default=None)
-    params: Any = field(default=None)
+    __slots__ = ("_codes", "_scales", "_zeros", "bits", "group_size", "scheme", "packed",
+                 "params", "_shape", "__weakref__")
 
-    def __post_init__(self):
-        fmt = get(self.scheme)
-        _check_fields(self.codes, self.scales, self.zeros, self.bits, self.group_size, fmt)
+    def __init__(self, codes, scales, zeros, bits, group_size, scheme, packed=None, params=None):
+        fmt = get(scheme)
+        _check_fields(codes, scales, zeros, bits, group_size, fmt)
+        set_ = object.__setattr__
+        for name, value in (("bits", bits), ("group_size", group_size), ("scheme", scheme),
+                            ("params", params), ("_shape", codes.shape), ("_codes", _frozen(codes)),
+                            ("_scales", _frozen(scales)), ("_zeros", _frozen(zeros))):
+            set_(self, name, value)
         params = fmt.check_params(self)
-        if params is not None:
-            object.__setattr__(self, "params", tuple(_frozen(p) for p in params))
-        for name in ("codes", "scales", "zeros"):
-            object.__setattr__(self, name, _frozen(getattr(self, name)))
-        if self.packed is None and fmt.has_lut_path:
+        set_(self, "params", None if params is None else tuple(_frozen(p) for p in params))
+        if packed is None and fmt.has_lut_path:
             from tmac import layout
 
-            object.__setattr__(self, "packed", layout.pack(self.codes, self.bits, self.scales,
-                                                           self.zeros))
+            packed = layout.pack(codes, bits, scales, zeros, form=fmt.form)
+        set_(self, "packed", packed)
+        if packed is not None and packed.scales_t is not None:    # held once, in the layout
+            for name in ("_codes", "_scales", "_zeros"):
+                set_(self, name, None)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"QuantizedWeight is immutable (tried to set {name!r})")
+
+    @property
+    def codes(self):
+        """(M, K) uint8 codes (unpacked from the kernel layout)."""
+        if self._codes is not None:
+            return self._codes
+        from tmac import layout
+
+        return _frozen(layout.unpack(self.packed))
+
+    @property
+    def scales(self):
+        """(M, K // group_size) float32 scales."""
+        return self._scales if self._scales is not None else self._params()[0]
+
+    @property
+    def zeros(self):
+        """(M, K // group_size) float32 zero points (affine form: offsets)."""
+        return self._zeros if self._zeros is not None else self._params()[1]
+
+    def _params(self):
+        from tmac import layout
+
+        return tuple(_frozen(a) for a in layout.params_from(self.packed))
 
     @property
     def format(self):
@@ -66,12 +95,12 @@ class QuantizedWeight:
     @property
     def shape(self):
         """(M, K) of the original weight matrix."""
-        return self.codes.shape
+        return self._shape
 
     @property
     def n_groups(self):
         """Groups per row, K // group_size."""
-        return self.scales.shape[1]
+        return self._shape[1] // self.group_size
 
     @property
     def nbytes(self):
@@ -81,12 +110,12 @@ class QuantizedWeight:
     @property
     def compression(self):
         """How many times smaller than the float32 matrix."""
-        return 4 * self.codes.size / self.nbytes
+        return 4 * self._shape[0] * self._shape[1] / self.nbytes
 
     @property
     def bits_per_weight(self):
         """Effective bits per weight, scales and zeros included."""
-        return 8 * self.nbytes / self.codes.size
+        return 8 * self.nbytes / (self._shape[0] * self._shape[1])
 
     def dequantize(self):
         """The float32 (M, K) matrix these codes stand for, by the format's own definition

@@ -20,7 +20,7 @@ def applies(op_name, params) -> bool:
         raise KeyError(f"unknown registry op {op_name!r}")
     if OPS[op_name].takes_tables and params["lut"] == "none":
         return False
-    return op_name in FORMATS[params["scheme"]].ops
+    return op_name in FORMATS[params["scheme"]].ops and params["bits"] <= OPS[op_name].max_bits
 
 
 def ops_for(params) -> list:

@@ -16,7 +16,7 @@ import numpy as np
 
 from tmac.formats import FORMATS
 from tmac.registry import OPS
-from tmac.reference import bitplanes, lut_matmul, quantize, tables
+from tmac.reference import bitplanes, lut_matmul, tables
 
 # ---- the cases -------------------------------------------------------------------------------
 # name, scheme, bits, M, K, N, group_size, act_group_size, lut, x_pattern
@@ -131,7 +131,8 @@ TENSORS = {
     "quantize.zeros": ("quantize", "(M, K // group_size) float32 zero point per weight group"),
     **{name: (name.split(".")[0], meaning) for fmt in FORMATS.values()
        for name, meaning in fmt.golden_tensors.items()},
-    "dequantize.w": ("dequantize", "(M, K) float32 (code - zero) * scale"),
+    "dequantize.w": ("dequantize", "(M, K) float32 the format's dequantization: (code - zero) * "
+                                   "scale, or code * scale + offset (affine)"),
     "blocks.start": ("blocks", "(nblocks,) int32 first padded-K column of each block"),
     "blocks.stop": ("blocks", "(nblocks,) int32 end (exclusive) of each block"),
     "blocks.weight_group": ("blocks", "(nblocks,) int32 weight group of each block"),
@@ -179,15 +180,16 @@ def tensor_names(params) -> list[str]:
     applies (``tmac.golden.backends``)."""
     from tmac.golden.backends import ops_for
 
-    own = tuple(FORMATS[params["scheme"]].golden_tensors)
+    fmt = FORMATS[params["scheme"]]
+    own, skips = tuple(fmt.golden_tensors), fmt.golden_skips
     outputs = {f"output.{op}" for op in ops_for(params)}
     if params["lut"] == "none":
         stages = [n for n in TENSORS if n.startswith(("input.", "quantize.codes"))
                   or n in own]
     else:
         skip = FLOAT32_ONLY if params["lut"] == "int8" else INT8_ONLY
-        stages = [n for n in TENSORS if n not in skip and not n.startswith("output.")
-                  and (not n.startswith(SCHEME_ONLY) or n in own)]
+        stages = [n for n in TENSORS if n not in skip and n not in skips
+                  and not n.startswith("output.") and (not n.startswith(SCHEME_ONLY) or n in own)]
     return stages + [n for n in TENSORS if n in outputs]
 
 
@@ -238,8 +240,7 @@ def _lut_stages(params, parts, x, act, lut):
     indices = bitplanes.group_indices(planes)
     from tmac import layout                      # the kernel layout's definition (pure numpy)
 
-    out = {"dequantize.w": quantize.dequantize(codes, scales, zeros),
-           "blocks.start": blocks.start, "blocks.stop": blocks.stop,
+    out = {"blocks.start": blocks.start, "blocks.stop": blocks.stop,
            "blocks.weight_group": blocks.weight_group, "blocks.act_group": blocks.act_group,
            "pad.x": xp, "bitplanes.planes": planes, "bitplanes.indices": indices,
            "layout.packed": layout.pack(codes, bits).data}
@@ -261,12 +262,10 @@ def _lut_stages(params, parts, x, act, lut):
             combined = combined + per_plane[:, i] * np.float32(2.0 ** (i - 1))
         _same("lut.values from plane sums", combined, lut_values)
     xsum = lut_matmul.block_sums(xp, blocks)
-    offsets = np.float32((2**bits - 1) / 2) - zeros
-    block = lut_values + offsets[None, :, blocks.weight_group] * xsum[:, None, :]
-    y = lut_matmul.epilogue(lut_values, xsum, scales, zeros, bits, blocks)
-    out.update({"lut.values": lut_values, "epilogue.xsum": xsum, "epilogue.offsets": offsets,
-                "epilogue.block": block})
-    out["check.y"] = y
+    out.update({"lut.values": lut_values, "epilogue.xsum": xsum})
+    # the format's epilogue form: dequantized weights, its epilogue stages and check.y
+    out.update(FORMATS[params["scheme"]].golden_epilogue(codes, scales, zeros, bits, lut_values,
+                                                         xsum, blocks))
     return out
 
 

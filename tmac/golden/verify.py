@@ -29,7 +29,7 @@ from tmac.golden.export import FORMAT_NAME, INDEX, MANIFEST, SCHEMA_VERSION
 MAX_MANIFEST_BYTES = 16 << 20
 _PARAM_TYPES = {"name": str, "scheme": str, "bits": int, "m": int, "k": int, "n": int,
                 "group_size": int, "act_group_size": int, "lut": str, "x_pattern": str}
-_LIMITS = {"m": 1 << 16, "k": 1 << 16, "n": 1 << 12, "bits": 4, "group_size": 1 << 16,
+_LIMITS = {"m": 1 << 16, "k": 1 << 16, "n": 1 << 12, "bits": 8, "group_size": 1 << 16,
            "act_group_size": 1 << 16}
 
 

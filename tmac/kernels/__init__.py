@@ -60,7 +60,8 @@ def lut_matmul(packed, scales, zeros, bits, x, act_group_size, lut="int8", isa=N
     """y = x @ dequantize(W).T by table lookup; equals tmac.reference.lut_matmul bit for bit.
 
     packed          tmac.layout.PackedCodes (or raw (M, K) uint8 codes, packed on the fly)
-    scales, zeros   (M, K // group_size) float32
+    scales, zeros   (M, K // group_size) float32 zero-point parameters, used only when ``packed``
+                    carries none (a PackedCodes with parameters may come with None here)
     bits            1..4
     x               (N, K) float32
     act_group_size  multiple of 4; >= K for one table scale per row
@@ -82,8 +83,8 @@ def lut_matmul(packed, scales, zeros, bits, x, act_group_size, lut="int8", isa=N
         if out is not None:
             return out
     with num_threads(threads) as t:
-        return lut_module.run_lut(packed, np.asarray(scales, np.float32), np.asarray(zeros, np.float32),
-                                  x, int(act_group_size), lut, path, t, tiles_per_task)
+        return lut_module.run_lut(packed, scales, zeros, x, int(act_group_size), lut, path, t,
+                                  tiles_per_task)
 
 
 def dequant_matmul(packed_or_codes, scales, zeros, bits, x, isa=None, threads=None):
@@ -96,12 +97,11 @@ def dequant_matmul(packed_or_codes, scales, zeros, bits, x, isa=None, threads=No
     from tmac.kernels.dequant import run_dequant, run_dequant_packed
 
     dispatch.choose("dequant", isa)
-    scales = np.asarray(scales, np.float32)
-    zeros = np.asarray(zeros, np.float32)
     with num_threads(threads):
         if isinstance(packed_or_codes, PackedCodes):
             return run_dequant_packed(packed_or_codes, scales, zeros, x)
-        return run_dequant(np.ascontiguousarray(packed_or_codes, np.uint8), scales, zeros, x)
+        return run_dequant(np.ascontiguousarray(packed_or_codes, np.uint8),
+                           np.asarray(scales, np.float32), np.asarray(zeros, np.float32), x)
 
 
 def warmup(isa=None, verbose=False):

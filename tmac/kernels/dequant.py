@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from tmac.kernels.epilogue import weights
 from tmac.kernels.jit import njit, prange
-
 from tmac.kernels.simd.generic import (add_f32, cvt_i32_f32, load512, mul_f32, set1_f32_512,
-                                       set1_i32_512, sll_i32, srl_i32, store512, sub_f32, vand, vor,
-                                       zero512)
+                                       set1_i32_512, sll_i32, srl_i32, store512, vand, vor, zero512)
 
 K_CHUNK = 128
 
@@ -76,8 +75,9 @@ def _codes16(data, at, bits, shift, one):
 def dequant_packed(data, sc, zt, x, out, group):
     """The same baseline on the packed layout (tmac.layout), vectorized 16 rows per register.
 
-    data (Mt, U, bits, 2, 64) uint8; sc, zt (Mt, G, 64) float32 scales and zeros; x (N, K)
-    float32; out (N, Mt*64) float32; group = weight group width (Kp for a whole row).
+    data (Mt, U, bits, 2, 64) uint8; sc, zt (Mt, G, 64) the group parameters in either form
+    (tmac.kernels.epilogue.weights); x (N, K) float32; out (N, Mt*64) float32; group = weight
+    group width (Kp for a whole row).
     Column c = 16u + 4q + t of row 32s + 16h + r is bit t of nibble h of byte 4r + q, i.e.
     bit 8q + 4h + t of int32 lane r: extracting it for every plane gives 16 rows' codes.
     Columns past K are skipped, so every row's sum runs over k = 0..K-1 in order.
@@ -99,13 +99,14 @@ def dequant_packed(data, sc, zt, x, out, group):
                     base = (tile * n_groups + wg) * 64
                     at = (tile * n_units + u) * bits * 128
                     shift = 8 * (c >> 2) + (c & 3)
-                    w = mul_f32(sub_f32(cvt_i32_f32(_codes16(data, at, bits, shift, one)), load512(zt, base)), load512(sc, base))
+                    w = weights(cvt_i32_f32(_codes16(data, at, bits, shift, one)), sc, zt, base)
                     y0 = add_f32(y0, mul_f32(w, xv))
-                    w = mul_f32(sub_f32(cvt_i32_f32(_codes16(data, at, bits, shift + 4, one)), load512(zt, base + 16)), load512(sc, base + 16))
+                    w = weights(cvt_i32_f32(_codes16(data, at, bits, shift + 4, one)), sc, zt, base + 16)
                     y1 = add_f32(y1, mul_f32(w, xv))
-                    w = mul_f32(sub_f32(cvt_i32_f32(_codes16(data, at + 64, bits, shift, one)), load512(zt, base + 32)), load512(sc, base + 32))
+                    w = weights(cvt_i32_f32(_codes16(data, at + 64, bits, shift, one)), sc, zt, base + 32)
                     y2 = add_f32(y2, mul_f32(w, xv))
-                    w = mul_f32(sub_f32(cvt_i32_f32(_codes16(data, at + 64, bits, shift + 4, one)), load512(zt, base + 48)), load512(sc, base + 48))
+                    w = weights(cvt_i32_f32(_codes16(data, at + 64, bits, shift + 4, one)), sc, zt,
+                                base + 48)
                     y3 = add_f32(y3, mul_f32(w, xv))
             o = n * m_pad + tile * 64
             store512(out, o, y0); store512(out, o + 16, y1)
@@ -113,15 +114,16 @@ def dequant_packed(data, sc, zt, x, out, group):
 
 
 def run_dequant_packed(packed, scales, zeros, x):
-    """Dequant baseline from a PackedCodes (uses its transposed scales/zeros if present)."""
-    from tmac.layout import transpose_rows
+    """Dequant baseline from a PackedCodes (its group parameters if it carries them, else
+    ``scales``/``zeros`` in the zero-point form, transposed now)."""
+    from tmac.layout import pack_params
 
     x = np.ascontiguousarray(x, np.float32)
     k = packed.k
-    group = k // scales.shape[1]
+    sc, zt = (packed.scales_t, packed.zeros_t) if packed.scales_t is not None \
+        else pack_params(scales, zeros)
+    group = k // sc.shape[1]
     group = -(-k // 4) * 4 if group >= k else group
-    sc = packed.scales_t if packed.scales_t is not None else transpose_rows(scales)
-    zt = packed.zeros_t if packed.zeros_t is not None else transpose_rows(zeros)
     out = np.empty((x.shape[0], packed.m_padded), np.float32)
     dequant_packed(packed.data, sc, zt, x, out, group)
     return out[:, :packed.m] if x.shape[0] == 1 else np.ascontiguousarray(out[:, :packed.m])

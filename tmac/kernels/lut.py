@@ -19,7 +19,7 @@ import numpy as np
 from tmac.kernels import tables as _tables
 from tmac.kernels import tiles
 from tmac.kernels.dispatch import kernel_for
-from tmac.layout import UNIT_K, PackedCodes, pack_scales, small_integer_zeros, transpose_rows
+from tmac.layout import UNIT_K, PackedCodes, pack_params
 
 
 @dataclass(frozen=True)
@@ -121,18 +121,13 @@ def block_sums(xp, p: Plan):
     return out
 
 
-def transposed_scales(packed: PackedCodes, scales, zeros, bits):
-    """(sc, off) in the kernel layout: from the packed weight if it carries them, else now.
-
-    ``off`` is the uint8 zero points when every zero is a small integer (PackedCodes.zeros_u8;
-    the kernels form the offsets, same bits, a quarter of the bytes), else float32 offsets."""
+def transposed_scales(packed: PackedCodes, scales, zeros):
+    """(sc, off) in the kernel layout: the packed weight's own (either form), else the
+    zero-point form of ``scales``/``zeros`` transposed now (uint8 zeros where they are small
+    integers; tmac.layout.pack_params)."""
     if packed.scales_t is not None:
-        if packed.zeros_u8 is not None:
-            return packed.scales_t, packed.zeros_u8
-        return packed.scales_t, packed.offsets_t
-    sc, off = pack_scales(scales, zeros, bits)
-    z = small_integer_zeros(transpose_rows(zeros))
-    return (sc, z) if z is not None else (sc, off)
+        return packed.scales_t, packed.zeros_t
+    return pack_params(scales, zeros)
 
 
 def run_lut(packed: PackedCodes, scales, zeros, x, act_group_size: int, lut: str, isa: str,
@@ -140,8 +135,8 @@ def run_lut(packed: PackedCodes, scales, zeros, x, act_group_size: int, lut: str
     """The whole LUT matmul on ISA path ``isa`` in two calls (tables, then the kernel): any
     plan, any weight (scales transposed now if the packed weight lacks them); (N, M) float32."""
     x = np.ascontiguousarray(x, np.float32)
-    p = plan(packed.k, scales.shape[1], act_group_size)
-    sc, off = transposed_scales(packed, scales, zeros, packed.bits)
+    sc, off = transposed_scales(packed, scales, zeros)
+    p = plan(packed.k, sc.shape[1], act_group_size)
     n_tiles = packed.data.shape[0]
     if tiles_per_task is None:
         tiles_per_task = tiles.lookup(isa, packed.m, packed.k, packed.bits, x.shape[0], threads, lut)
@@ -176,9 +171,9 @@ def _thread_control():
 def run_int8_one_call(packed: PackedCodes, x, act_group_size, isa, threads, tiles_per_task):
     """The int8 matmul in one compiled call (``matmul_int8`` of path ``isa``: table build +
     kernel), or None when the plan is not unit-aligned (run_lut then handles it: two calls).
-    Needs ``packed.scales_t``. Offsets are the uint8 zeros where the weight has them (one
-    specialization per path for the usual case; each costs ~10 s of compilation, since Numba
-    re-optimizes the linked table build and kernel).
+    Needs ``packed.scales_t``. One specialization per path and parameter form (uint8 zeros
+    is the usual case; each costs ~10 s of compilation, since Numba re-optimizes the linked
+    table build and kernel).
 
     Kept short on purpose: the kernel streams megabytes through the caches, so every Python
     step here runs with cold caches (~0.5-1 µs each at 4096 x 4096)."""
@@ -194,7 +189,7 @@ def run_int8_one_call(packed: PackedCodes, x, act_group_size, isa, threads, tile
         tiles_per_task = tiles.lookup(isa, packed.m, packed.k, packed.bits, x.shape[0], t, "int8")
     if not tiles_per_task:
         tiles_per_task = tiles.default_tiles_per_task(packed.data.shape[0], t)
-    off = packed.zeros_u8 if packed.zeros_u8 is not None else packed.offsets_t
+    off = packed.zeros_t
     kernel = kernel_for("matmul_int8", isa)
     if t == before:
         out = kernel(x, p.blocks, packed.data, packed.scales_t, off, p.act_group_size, tiles_per_task)

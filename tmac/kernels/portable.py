@@ -17,9 +17,10 @@ tmac.kernels.lut.plan):
                                               activation group of each block
     half     (N, nblocks) float32            int8 mode: table scale of the block's act group * 0.5
     xsum     (N, nblocks) float32            block sums of the activations
-    sc, off  (Mt, n_weight_groups, 64)        scales (float32) and offsets: float32
-                                              (2^b - 1)/2 - zero, or the uint8 zeros themselves
-                                              (tmac.layout.PackedCodes.zeros_u8)
+    sc, off  (Mt, n_weight_groups, 64)        the group parameters, 64 rows contiguous, in one of
+                                              two forms (tmac.kernels.epilogue): float32 scales
+                                              and zeros (uint8 or float32), or float16 scales and
+                                              offsets (uint16 bit patterns: the affine form)
     out      (N, Mt * 64) float32            output (rows past M are garbage-free zeros)
     tiles_per_task                           row tiles (64 rows) per parallel task
     x        (N, K) float32                  matmul_int8: tables built in the same compiled call
@@ -31,31 +32,20 @@ so results do not depend on the thread count.
 from __future__ import annotations
 
 import numpy as np
-from numba.core import types
 
-from tmac.kernels.jit import njit, overload, prange
+from tmac.kernels.epilogue import combine_scalar, group_params_scalar
+from tmac.kernels.jit import njit, prange
 from tmac.kernels.tables import prepare_int8
 
-PLANE_WEIGHTS = np.array([0.5, 1.0, 2.0, 4.0], np.float32)   # 2^(i-1), exact in float32
-
-
-def _offset(off, tile, wg, r, c):
-    """The epilogue offset of row r: off itself (float32 offsets) or c - float32(zero) (uint8
-    zeros), the contract's single subtraction either way. Chosen by off's dtype at compile time."""
-
-
-@overload(_offset, inline="always")
-def _offset_typed(off, tile, wg, r, c):
-    if off.dtype == types.uint8:
-        return lambda off, tile, wg, r, c: c - np.float32(off[tile, wg, r])
-    return lambda off, tile, wg, r, c: off[tile, wg, r]
+PLANE_WEIGHTS = np.array([0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0], np.float32)   # 2^(i-1)
 
 
 @njit(cache=True, inline="always")
 def _epilogue(y, lut, sc, off, tile, wg, xs, c):
-    """y[r] = y[r] + sc * (lut[r] + off * xs) for the 64 rows of one tile (contract order)."""
+    """y[r] = y[r] + block[r] for the 64 rows of one tile (tmac.kernels.epilogue's forms)."""
     for r in range(64):
-        y[r] = y[r] + sc[tile, wg, r] * (lut[r] + _offset(off, tile, wg, r, c) * xs)
+        s, f = group_params_scalar(sc, off, tile, wg, r, c)
+        y[r] = y[r] + combine_scalar(lut[r], s, f, xs, c, sc)
 
 
 @njit(cache=True, parallel=True)

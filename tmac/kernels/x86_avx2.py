@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from tmac.kernels.epilogue import combine, group_params
 from tmac.kernels.jit import njit, prange
 from tmac.kernels.simd.generic import (add_f32, add_i32, bcast128_256, cvt_i32_f32, load256, mul_f32,
-                                       offsets, set1_f32_256, set1_i8_256, set1_i32_256, srl_i16,
-                                       srl_i32, store256, vand, vor, zero256)
+                                       set1_f32_256, set1_i8_256, set1_i32_256, srl_i16, srl_i32,
+                                       store256, vand, vor, zero256)
 from tmac.kernels.simd.x86 import lut16_f32_256, maddubs256, maddwd256, pshufb256
 from tmac.kernels.tables import prepare_int8
 
@@ -32,11 +33,10 @@ def _lookup4(nib, t0, t1, t2, t3, m0, m1, m2, m3):
 
 @njit(cache=True, inline="always")
 def _epilogue(out, o, sc, off, base, acc, h, xv, cv, int_mode):
-    """out[o:o+8] += sc * (lut + off * xs), lut = float32(acc) * h (int8) or acc (float32);
-    ``off`` float32 offsets or uint8 zeros (offset = cv - zero, simd.generic.offsets)."""
+    """out[o:o+8] += block (tmac.kernels.epilogue), lut = float32(acc) * h (int8) or acc."""
     lut = mul_f32(cvt_i32_f32(acc), h) if int_mode else acc
-    y = add_f32(load256(out, o), mul_f32(load256(sc, base), add_f32(lut, mul_f32(offsets(off, base, cv), xv))))
-    store256(out, o, y)
+    s, f = group_params(sc, off, base, cv)
+    store256(out, o, add_f32(load256(out, o), combine(lut, s, f, xv, cv, sc)))
 
 
 @njit(cache=True, parallel=True)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from tmac.kernels.epilogue import combine, group_params
 from tmac.kernels.jit import njit, prange
-from tmac.kernels.simd.generic import (add_f32, add_i32, cvt_i32_f32, load512, mul_f32, offsets,
-                                       prefetch, set1_f32_512, set1_i8_512, set1_i32_512, srl_i16,
-                                       srl_i32, store512, vand, vor, zero512)
+from tmac.kernels.simd.generic import (add_f32, add_i32, cvt_i32_f32, load512, mul_f32, prefetch,
+                                       set1_f32_512, set1_i8_512, set1_i32_512, srl_i16, srl_i32,
+                                       store512, vand, vor, zero512)
 from tmac.kernels.simd.x86 import dpbusd512, permb512, permps512
 from tmac.kernels.tables import prepare_int8
 
@@ -31,16 +32,21 @@ PREFETCH_BYTES = 2048   # software prefetch distance in the packed stream
 
 
 @njit(cache=True, inline="always")
-def _epilogue4(y0, y1, y2, y3, l0, l1, l2, l3, sc, off, base, xs, cv):
-    """y_q = y_q + sc_q * (l_q + off_q * xs) for 4 x 16 rows; sc/off read at flat ``base``.
+def _block(l, sc, off, base, xv, cv):
+    """The block values of 16 rows whose parameters sit at sc/off flat ``base``."""
+    s, f = group_params(sc, off, base, cv)
+    return combine(l, s, f, xv, cv, sc)
 
-    ``off`` is float32 offsets or uint8 integer zero points (offset = cv - zero, cv holding
-    float32((2^b - 1)/2): the contract's single subtraction, see simd.offsets)."""
+
+@njit(cache=True, inline="always")
+def _epilogue4(y0, y1, y2, y3, l0, l1, l2, l3, sc, off, base, xs, cv):
+    """y_q = y_q + block_q for 4 x 16 rows (tmac.kernels.epilogue; cv holds
+    float32((2^b - 1)/2))."""
     xv = set1_f32_512(xs)
-    y0 = add_f32(y0, mul_f32(load512(sc, base), add_f32(l0, mul_f32(offsets(off, base, cv), xv))))
-    y1 = add_f32(y1, mul_f32(load512(sc, base + 16), add_f32(l1, mul_f32(offsets(off, base + 16, cv), xv))))
-    y2 = add_f32(y2, mul_f32(load512(sc, base + 32), add_f32(l2, mul_f32(offsets(off, base + 32, cv), xv))))
-    y3 = add_f32(y3, mul_f32(load512(sc, base + 48), add_f32(l3, mul_f32(offsets(off, base + 48, cv), xv))))
+    y0 = add_f32(y0, _block(l0, sc, off, base, xv, cv))
+    y1 = add_f32(y1, _block(l1, sc, off, base + 16, xv, cv))
+    y2 = add_f32(y2, _block(l2, sc, off, base + 32, xv, cv))
+    y3 = add_f32(y3, _block(l3, sc, off, base + 48, xv, cv))
     return y0, y1, y2, y3
 
 
@@ -76,19 +82,18 @@ def _acc4(a0, a1, a2, a3, w, lo0, hi0, lo1, hi1, t):
 
 
 @njit(cache=True, inline="always")
-def _epilogue_mem(out, o, a0, a1, a2, a3, hf, s0, s1, s2, s3, f0, f1, f2, f3, xs):
-    """out[o:o+64] = out[o:o+64] + s * (float32(acc) * half + f * xs), contract order
-    (s*, f*: the block's scales and offsets for the tile's 4 x 16 rows, loaded once)."""
+def _epilogue_mem(out, o, a0, a1, a2, a3, hf, s0, s1, s2, s3, f0, f1, f2, f3, xs, cv, sc):
+    """out[o:o+64] = out[o:o+64] + block, lut = float32(acc) * half (s*, f*: the block's group
+    parameters for the tile's 4 x 16 rows, loaded once; tmac.kernels.epilogue)."""
     h = set1_f32_512(hf)
     xv = set1_f32_512(xs)
-    store512(out, o, add_f32(load512(out, o), mul_f32(s0, add_f32(mul_f32(cvt_i32_f32(a0), h),
-                                                                  mul_f32(f0, xv)))))
-    store512(out, o + 16, add_f32(load512(out, o + 16), mul_f32(s1, add_f32(mul_f32(cvt_i32_f32(a1), h),
-                                                                            mul_f32(f1, xv)))))
-    store512(out, o + 32, add_f32(load512(out, o + 32), mul_f32(s2, add_f32(mul_f32(cvt_i32_f32(a2), h),
-                                                                            mul_f32(f2, xv)))))
-    store512(out, o + 48, add_f32(load512(out, o + 48), mul_f32(s3, add_f32(mul_f32(cvt_i32_f32(a3), h),
-                                                                            mul_f32(f3, xv)))))
+    store512(out, o, add_f32(load512(out, o), combine(mul_f32(cvt_i32_f32(a0), h), s0, f0, xv, cv, sc)))
+    store512(out, o + 16, add_f32(load512(out, o + 16),
+                                  combine(mul_f32(cvt_i32_f32(a1), h), s1, f1, xv, cv, sc)))
+    store512(out, o + 32, add_f32(load512(out, o + 32),
+                                  combine(mul_f32(cvt_i32_f32(a2), h), s2, f2, xv, cv, sc)))
+    store512(out, o + 48, add_f32(load512(out, o + 48),
+                                  combine(mul_f32(cvt_i32_f32(a3), h), s3, f3, xv, cv, sc)))
 
 
 TOKEN_BLOCK = 4   # tokens whose lookups share one load and index preparation (N > 1)
@@ -169,25 +174,26 @@ def _tile_4(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile, n, cv,
             tab += 64
             at += unit_bytes
         base = (tile * n_wg + wg[b]) * 64
-        s0_ = load512(sc, base); s1_ = load512(sc, base + 16)
-        s2_ = load512(sc, base + 32); s3_ = load512(sc, base + 48)
-        f0 = offsets(off, base, cv); f1 = offsets(off, base + 16, cv)
-        f2 = offsets(off, base + 32, cv); f3 = offsets(off, base + 48, cv)
+        s0_, f0 = group_params(sc, off, base, cv)
+        s1_, f1 = group_params(sc, off, base + 16, cv)
+        s2_, f2 = group_params(sc, off, base + 32, cv)
+        s3_, f3 = group_params(sc, off, base + 48, cv)
         o = n * m_pad + tile * 64
-        _epilogue_mem(out, o, a0, a1, a2, a3, half[n, b], s0_, s1_, s2_, s3_, f0, f1, f2, f3, xsum[n, b])
+        _epilogue_mem(out, o, a0, a1, a2, a3, half[n, b], s0_, s1_, s2_, s3_, f0, f1, f2, f3,
+                      xsum[n, b], cv, sc)
         _epilogue_mem(out, o + m_pad, b0, b1, b2, b3, half[n + 1, b], s0_, s1_, s2_, s3_,
-                      f0, f1, f2, f3, xsum[n + 1, b])
+                      f0, f1, f2, f3, xsum[n + 1, b], cv, sc)
         _epilogue_mem(out, o + 2 * m_pad, c0, c1, c2, c3, half[n + 2, b], s0_, s1_, s2_, s3_,
-                      f0, f1, f2, f3, xsum[n + 2, b])
+                      f0, f1, f2, f3, xsum[n + 2, b], cv, sc)
         _epilogue_mem(out, o + 3 * m_pad, d0, d1, d2, d3, half[n + 3, b], s0_, s1_, s2_, s3_,
-                      f0, f1, f2, f3, xsum[n + 3, b])
+                      f0, f1, f2, f3, xsum[n + 3, b], cv, sc)
 
 
 @njit(cache=True, parallel=True)
 def lut_int8(data, tables, blocks, half, xsum, sc, off, out, tiles_per_task):
     """int8 LUT GEMV/GEMM. tables (N, S, 16) int8 table slots (see module docstring).
 
-    ``off``: float32 offsets or uint8 integer zero points (tmac.layout.PackedCodes.zeros_u8).
+    ``sc``/``off``: the group parameters in either form (tmac.kernels.epilogue).
     Per tile, tokens go TOKEN_BLOCK at a time (_tile_4), the rest one at a time (_tile_1).
     """
     u0, u1, s0, wg = blocks[0], blocks[1], blocks[2], blocks[3]

@@ -1,17 +1,18 @@
 """Model weight formats, named the same everywhere (CLI, docs, bench, tests), from the format table.
 
     f32          weights dequantized from the GGUF to float32, multiplied by numpy (BLAS)
-    w4..w1       the default integer format (asym: GPTQ zero point per group of ``group_size``
-                 inputs) at 4..1 bits; ``sym=True`` takes the symmetric format instead
-    <name><bits> any format of ``tmac.formats.FORMATS`` with several widths, e.g. sym3
+    w8..w1       the default requantizing format: affine groups (w = scale * code + offset,
+                 float16 parameters; llama.cpp's Q4_1 form) of ``group_size`` inputs at 8..1
+                 bits; ``sym=True`` takes the symmetric integer format instead
+    <name><bits> any format of ``tmac.formats.FORMATS`` with several widths, e.g. asym4, sym3
     <name>       a format with one width, e.g. ternary, m0e4, e2m1
 
-K of this model is 576 (attention, gate/up) or 1536 (down): the default group size 64 divides
-both (128 does not divide 576).
+K of SmolLM2 is 576 (attention, gate/up) or 1536 (down): the default group size 32 divides
+both, and at 32 the affine format reproduces the file's Q4_1 matrices exactly.
 
-The output head (the tied 49152 x 576 embedding, a fifth of the weights) is quantized with the
-chosen format at 4 bits and above; below 4 bits it is kept at w4 (llama.cpp likewise keeps its
-output tensor wider in its low-bit mixes). ``head_format`` says which.
+The output head (SmolLM2's tied 49152 x 576 embedding, a fifth of the weights, stored as Q8_0)
+has a format of its own, ``head``: w8 by default (its 4-bit requantization alone cost +3 % of
+perplexity); "same" gives it the body's format. ``head_format`` says which.
 """
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ import numpy as np
 
 from tmac.formats import FORMATS as WEIGHT_FORMATS
 
-DEFAULT_SCHEME = "asym"         # what w1..w4 mean
-SYMMETRIC_SCHEME = "sym"        # what w1..w4 mean with sym=True
-DEFAULT_GROUP_SIZE = 64
+DEFAULT_SCHEME = "affine"       # what w1..w8 mean
+SYMMETRIC_SCHEME = "sym"        # what w1..w8 mean with sym=True
+DEFAULT_GROUP_SIZE = 32
+DEFAULT_HEAD = "w8"
 
 
 def _names():
@@ -32,9 +34,10 @@ def _names():
     for fmt in WEIGHT_FORMATS.values():
         if fmt.name == DEFAULT_SCHEME:
             names += [f"w{b}" for b in sorted(fmt.widths, reverse=True)]
-        elif len(fmt.widths) > 1:
+    for fmt in WEIGHT_FORMATS.values():
+        if len(fmt.widths) > 1:
             names += [f"{fmt.name}{b}" for b in sorted(fmt.widths, reverse=True)]
-        else:
+        elif fmt.name != DEFAULT_SCHEME:
             names.append(fmt.name)
     return tuple(names)
 
@@ -48,6 +51,7 @@ class ModelFormat:
     bits: int | None          # None for f32
     group_size: int | None    # None for f32 and formats with one scale per tensor (ternary)
     scheme: str | None        # a format of tmac.formats.FORMATS; None for f32
+    head: "ModelFormat | None" = None   # the output head's format; None: this one
 
     @property
     def is_float(self) -> bool:
@@ -56,11 +60,19 @@ class ModelFormat:
     @property
     def label(self) -> str:
         if self.is_float or self.group_size is None:
-            return self.name
-        implied = (DEFAULT_SCHEME if self.name.startswith("w") and self.name[1:].isdigit()
-                   else self.scheme)
-        other = f", {self.scheme}" if self.scheme != implied else ""
-        return f"{self.name} (g{self.group_size}{other})"
+            body = self.name
+        else:
+            implied = (DEFAULT_SCHEME if self.name.startswith("w") and self.name[1:].isdigit()
+                       else self.scheme)
+            other = f", {self.scheme}" if self.scheme != implied else ""
+            body = f"{self.name} (g{self.group_size}{other})"
+        if self.head is not None and self.head != self.body():
+            return f"{body}, head {self.head.label}"
+        return body
+
+    def body(self) -> "ModelFormat":
+        """This format without its head choice."""
+        return ModelFormat(self.name, self.bits, self.group_size, self.scheme)
 
     def quantize(self, w):
         """(M, K) float32 -> QuantizedWeight in this format (never called for f32)."""
@@ -69,10 +81,21 @@ class ModelFormat:
         return tmac.quantize(w, bits=self.bits, group_size=self.group_size, scheme=self.scheme)
 
 
-def parse(name: str, group_size: int | None = None, sym: bool = False) -> ModelFormat:
-    """A format name (+ options) -> ModelFormat; ValueError naming the valid choices."""
+def parse(name: str, group_size: int | None = None, sym: bool = False,
+          head: str | None = DEFAULT_HEAD) -> ModelFormat:
+    """A format name (+ options) -> ModelFormat; ValueError naming the valid choices.
+
+    ``head``: the output head's format name ("same": the body's), with the same group size."""
+    body = _parse_body(name, group_size, sym)
+    if body.is_float or head is None or head == "same":
+        return body
+    return ModelFormat(body.name, body.bits, body.group_size, body.scheme,
+                       head=_parse_body(head, group_size, sym, what="head format"))
+
+
+def _parse_body(name, group_size, sym, what="format"):
     if name not in FORMATS:
-        raise ValueError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}")
+        raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(FORMATS)}")
     group_size = DEFAULT_GROUP_SIZE if group_size is None else int(group_size)
     if name == "f32":
         return ModelFormat("f32", None, None, None)
@@ -87,10 +110,8 @@ def parse(name: str, group_size: int | None = None, sym: bool = False) -> ModelF
 
 
 def head_format(fmt: ModelFormat) -> ModelFormat:
-    """Format of the output head: the model's own at >= 4 bits (and f32), else w4 asym."""
-    if fmt.is_float or (fmt.bits >= 4 and fmt.group_size is not None):
-        return fmt
-    return ModelFormat("w4", 4, fmt.group_size or DEFAULT_GROUP_SIZE, DEFAULT_SCHEME)
+    """Format of the output head: ``fmt.head``, or the body's format when it has none."""
+    return fmt.body() if fmt.head is None else fmt.head
 
 
 def stack_rows(parts):

@@ -44,6 +44,22 @@ class Linear(NamedTuple):
     blocks: np.ndarray
 
 
+class Stack(NamedTuple):
+    """One linear kind (qkv, o, gate_up or down) over all layers, each layer's weight and plan
+    in flat buffers, so that layers may differ in width and group size (``_layer`` makes a
+    layer's Linear of views, no copy). The parameter dtypes are the same in every layer.
+
+    data uint8, sc and off (the group parameters, either form), blocks int64: 1-D concatenations;
+    meta (layers, 9) int64 rows: data start, row tiles, units, bits, parameter start, weight
+    groups, blocks start, blocks, activation group."""
+
+    data: np.ndarray
+    sc: np.ndarray
+    off: np.ndarray
+    blocks: np.ndarray
+    meta: np.ndarray
+
+
 class Tables(NamedTuple):
     """A linear's int8 table buffers for T rows: tables (T, Kpp/4, 16) int8, table scales
     (T, n_act), block sums and halves (T, nblocks), float32."""
@@ -58,8 +74,8 @@ class FusedModel(NamedTuple):
     """What stays fixed over a runtime's life.
 
     dims = (n_layers, dim, ffn_dim, n_heads, n_kv_heads, head_dim, rope_dim); norms (layers,
-    dim); cos/sin (max_ctx, rope_dim / 2); qkv/o/gate_up/down: Linear stacked over layers;
-    tiles: row tiles per parallel task for (qkv, o, gate_up, down)."""
+    dim); cos/sin (max_ctx, rope_dim / 2); qkv/o/gate_up/down: a Stack each; tiles: row tiles
+    per parallel task for (qkv, o, gate_up, down)."""
 
     dims: tuple
     eps: np.float32
@@ -67,10 +83,10 @@ class FusedModel(NamedTuple):
     ffn_norm: np.ndarray
     cos: np.ndarray
     sin: np.ndarray
-    qkv: Linear
-    o: Linear
-    gate_up: Linear
-    down: Linear
+    qkv: Stack
+    o: Stack
+    gate_up: Stack
+    down: Stack
     tiles: tuple
 
 
@@ -103,8 +119,8 @@ def plain(value):
 
 @njit(cache=True, inline="always")
 def _named_model(t):
-    return FusedModel(t[0], t[1], t[2], t[3], t[4], t[5], Linear(*t[6]), Linear(*t[7]),
-                      Linear(*t[8]), Linear(*t[9]), t[10])
+    return FusedModel(t[0], t[1], t[2], t[3], t[4], t[5], Stack(*t[6]), Stack(*t[7]),
+                      Stack(*t[8]), Stack(*t[9]), t[10])
 
 
 @njit(cache=True, inline="always")
@@ -138,7 +154,7 @@ def _tables(xin, r0, r1, plan, buf):
     build_tables_int8(xin[r0:r1], act, buf.tscale[r0:r1], buf.tables[r0:r1])
     block_sums(xin[r0:r1], blocks[4], blocks[5], buf.xsum[r0:r1])
     for n in range(r0, r1):
-        for b in range(buf.half.shape[1]):
+        for b in range(blocks.shape[1]):              # the buffers fit the layer with most blocks
             buf.half[n, b] = buf.tscale[n, blocks[6, b]] * np.float32(0.5)
 
 
@@ -162,7 +178,7 @@ def lut_linear(xin, w, buf, out, tiles_per_task, threads=1):
     if threads > 1 and xin.shape[0] > 1:
         _tables_rows(xin, w.act, buf.tables, buf.tscale, buf.xsum, w.blocks[4], w.blocks[5])
         for n in range(xin.shape[0]):
-            for b in range(buf.half.shape[1]):
+            for b in range(w.blocks.shape[1]):
                 buf.half[n, b] = buf.tscale[n, w.blocks[6, b]] * np.float32(0.5)
     else:
         _tables(xin, 0, xin.shape[0], _table_plan(w), buf)
@@ -170,9 +186,35 @@ def lut_linear(xin, w, buf, out, tiles_per_task, threads=1):
 
 
 @njit(cache=True)
-def _layer(w, layer):
-    """Layer ``layer``'s Linear from one stacked over layers."""
-    return Linear(w.data[layer], w.sc[layer], w.off[layer], w.act, w.blocks)
+def _layer(st, layer):
+    """Layer ``layer``'s Linear: views of the Stack's flat buffers (no copy)."""
+    d_at, tiles, units, bits, p_at, groups, b_at, n_blocks, act = st.meta[layer]
+    n_data, n_params = tiles * units * bits * 128, tiles * groups * 64
+    return Linear(st.data[d_at:d_at + n_data].reshape((tiles, units, bits, 2, 64)),
+                  st.sc[p_at:p_at + n_params].reshape((tiles, groups, 64)),
+                  st.off[p_at:p_at + n_params].reshape((tiles, groups, 64)), act,
+                  st.blocks[b_at:b_at + 7 * n_blocks].reshape((7, n_blocks)))
+
+
+def stack(weights, plans):
+    """A Stack of per-layer packed weights (tmac.layout.PackedCodes) and their block plans
+    (tmac.kernels.lut.Plan); ValueError if their parameter dtypes differ."""
+    first = weights[0]
+    if any(w.scales_t.dtype != first.scales_t.dtype or w.zeros_t.dtype != first.zeros_t.dtype
+           for w in weights):
+        raise ValueError("the layers' group parameters differ in storage (form or dtype): "
+                         "they cannot share one fused stack")
+    meta, at = [], np.zeros(3, np.int64)
+    for w, p in zip(weights, plans):
+        tiles, units, bits = w.data.shape[:3]
+        meta.append((at[0], tiles, units, bits, at[1], w.scales_t.shape[1], at[2],
+                     p.blocks.shape[1], p.act_group_size))
+        at += (w.data.size, w.scales_t.size, p.blocks.size)
+    return Stack(np.concatenate([w.data.ravel() for w in weights]),
+                 np.concatenate([w.scales_t.ravel() for w in weights]),
+                 np.concatenate([w.zeros_t.ravel() for w in weights]),
+                 np.concatenate([p.blocks.ravel() for p in plans]),
+                 np.array(meta, np.int64))
 
 
 @njit(cache=True, inline="always")

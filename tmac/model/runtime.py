@@ -96,28 +96,37 @@ def _matrix_row(label, mats, format_label):
 LINEARS = ("qkv", "o", "gate_up", "down")
 
 
-def prepare(weights: LlamaWeights, fmt: ModelFormat, progress=None) -> PreparedModel:
-    """Requantize every linear layer of ``weights`` to ``fmt`` (f32: keep the floats).
+def prepare(weights: LlamaWeights, fmt: ModelFormat, progress=None, matrix_formats=None) -> PreparedModel:
+    """Requantize every linear layer of ``weights`` to ``fmt`` (f32: keep the floats), the head
+    to ``head_format(fmt)``.
 
+    ``matrix_formats`` {"<layer>.<linear>" or "head": ModelFormat} gives any matrix a format of
+    its own (a width, group size or scheme; mixed precision); "3.down", "0.qkv", ...
     ``progress(i, n)`` is called after each layer when given.
     """
+    chosen = dict(matrix_formats or {})
+    chosen.setdefault("head", head_format(fmt))
+
     def q(w, f):
         return np.ascontiguousarray(w, np.float32) if f.is_float else f.quantize(w)
 
-    def stacked(ws):
-        if fmt.is_float:
+    def stacked(ws, f):
+        if f.is_float:
             return np.ascontiguousarray(np.vstack(ws), np.float32)
-        return stack_rows([q(w, fmt) for w in ws])
+        return stack_rows([q(w, f) for w in ws])
 
     layers = []
     for i, lw in enumerate(weights.layers):
-        layers.append({"qkv": stacked([lw["wq"], lw["wk"], lw["wv"]]), "o": q(lw["wo"], fmt),
-                       "gate_up": stacked([lw["w_gate"], lw["w_up"]]), "down": q(lw["w_down"], fmt),
+        f = {name: chosen.get(f"{i}.{name}", fmt) for name in LINEARS}
+        layers.append({"qkv": stacked([lw["wq"], lw["wk"], lw["wv"]], f["qkv"]),
+                       "o": q(lw["wo"], f["o"]),
+                       "gate_up": stacked([lw["w_gate"], lw["w_up"]], f["gate_up"]),
+                       "down": q(lw["w_down"], f["down"]),
                        "attn_norm": lw["attn_norm"].astype(np.float32),
                        "ffn_norm": lw["ffn_norm"].astype(np.float32)})
         if progress:
             progress(i + 1, len(weights.layers) + 1)
-    head = q(weights.output, head_format(fmt))
+    head = q(weights.output, chosen["head"])
     if progress:
         progress(len(weights.layers) + 1, len(weights.layers) + 1)
     return PreparedModel(weights.config, fmt, np.ascontiguousarray(weights.embed, np.float32),
@@ -340,11 +349,11 @@ class Runtime:
             ops.add_into(v["x"], t, c.dim, v["down"])
 
     def _linear(self, name, w, xin, out, v):
-        """out[:, :M] = xin @ W.T with this runtime's matmul."""
+        """out[:, :M] = xin @ W.T with this runtime's matmul (a float matrix: numpy's)."""
         m = w.shape[0]
-        if self.matmul == "float":
+        if self.matmul == "float" or isinstance(w, np.ndarray):
             np.matmul(xin, w.T, out=out[:, :m])
-        elif self.fused:
+        elif name in getattr(self, "_fw", {}):
             from tmac.model import fused
 
             import numba
@@ -354,8 +363,8 @@ class Runtime:
         elif self.matmul == "lut" and w.format.has_lut_path:
             from tmac import kernels
 
-            out[:, :m] = kernels.lut_matmul(w.packed, w.scales, w.zeros, w.bits, xin,
-                                            w.group_size, "int8", isa=self.isa)
+            out[:, :m] = kernels.lut_matmul(w.packed, None, None, w.bits, xin, _act(w), "int8",
+                                            isa=self.isa)
         elif self.matmul == "lut":                   # a format without a LUT path (e2m1)
             import tmac
 
@@ -371,39 +380,45 @@ class Runtime:
 
     # ------------------------------------------------------------------ fused path
     def _plans_aligned(self):
+        """Whether every matrix can run fused: a LUT path, a unit-aligned block plan, and one
+        parameter storage per linear kind over the layers (tmac.model.fused.Stack)."""
         from tmac.kernels.lut import plan as lut_plan
 
-        mats = [self.model.head] + [self.model.layers[0][k] for k in LINEARS]
-        return all(w.format.has_lut_path and lut_plan(w.shape[1], w.n_groups, _act(w)).aligned
-                   for w in mats)
+        for name in LINEARS:
+            mats = [l[name] for l in self.model.layers]
+            if not all(w.format.has_lut_path and lut_plan(w.shape[1], w.n_groups, _act(w)).aligned
+                       for w in mats):
+                return False
+            if len({(w.packed.scales_t.dtype, w.packed.zeros_t.dtype) for w in mats}) > 1:
+                return False
+        return True
 
     def _setup_fused(self):
-        """Stack each linear's packed weights over layers; precompute block plans; tiles."""
+        """Each linear kind's packed weights over layers in one Stack (widths and group sizes
+        may differ per layer); the head's Linear; block plans; tiles; table buffer sizes."""
         import numba
 
         from tmac.kernels.lut import plan as lut_plan
         from tmac.kernels.tiles import default_tiles_per_task
-        from tmac.model.fused import Linear, plain
+        from tmac.model.fused import Linear, plain, stack
 
         threads = self.threads or numba.get_num_threads()
         self._fw, dims = {}, {}
-        for name in LINEARS + ("head",):
-            mats = [self.model.head] if name == "head" else [l[name] for l in self.model.layers]
-            w0 = mats[0]
-            p = lut_plan(w0.shape[1], w0.n_groups, _act(w0))
-            data = np.ascontiguousarray(np.stack([w.packed.data for w in mats]))
-            sc = np.ascontiguousarray(np.stack([w.packed.scales_t for w in mats]))
-            # uint8 zero points when every matrix has them (the kernel forms the same offsets:
-            # 1 byte instead of 4 per row and group, ~7 % of a 4-bit weight's bytes)
-            u8 = all(w.packed.zeros_u8 is not None for w in mats)
-            off = np.ascontiguousarray(np.stack([w.packed.zeros_u8 if u8 else w.packed.offsets_t
-                                                 for w in mats]))
+        head = self.model.head
+        fused_head = (not isinstance(head, np.ndarray) and head.format.has_lut_path
+                      and lut_plan(head.shape[1], head.n_groups, _act(head)).aligned)
+        for name in LINEARS + (("head",) if fused_head else ()):
+            mats = [head] if name == "head" else [l[name] for l in self.model.layers]
+            plans = [lut_plan(w.shape[1], w.n_groups, _act(w)) for w in mats]
             if name == "head":
-                data, sc, off = data[0], sc[0], off[0]
-            weight = plain(Linear(data, sc, off, np.int64(p.act_group_size), p.blocks))
-            tiles = default_tiles_per_task(w0.packed.data.shape[0], threads)
-            self._fw[name] = (weight, tiles)
-            dims[name] = (p.k_units // 4, p.n_act_groups, len(p.starts))
+                w, p = mats[0].packed, plans[0]
+                weight = Linear(w.data, w.scales_t, w.zeros_t, np.int64(p.act_group_size), p.blocks)
+            else:
+                weight = stack([w.packed for w in mats], plans)
+            tiles = default_tiles_per_task(mats[0].packed.data.shape[0], threads)
+            self._fw[name] = (plain(weight), tiles)
+            dims[name] = (plans[0].k_units // 4, max(p.n_act_groups for p in plans),
+                          max(len(p.starts) for p in plans))
         return dims
 
     def _buffers(self, name, v):
@@ -421,7 +436,7 @@ class Runtime:
                 (c.n_layers, c.dim, c.ffn_dim, c.n_heads, c.n_kv_heads, c.head_dim, c.rope_dim),
                 np.float32(c.norm_eps), np.stack([l["attn_norm"] for l in self.model.layers]),
                 np.stack([l["ffn_norm"] for l in self.model.layers]), self.cos, self.sin,
-                *(fused.Linear(*self._fw[n][0]) for n in LINEARS),
+                *(fused.Stack(*self._fw[n][0]) for n in LINEARS),
                 tuple(self._fw[n][1] for n in LINEARS)))
         step = (v["x"], v["h"], v["qkv"], v["scores"], v["attn"], v["o"], v["gate_up"], v["act"],
                 v["down"], self.cache.storage, *(self._buffers(n, v) for n in LINEARS))

@@ -4,8 +4,10 @@ the asymmetric range search takes about half a minute and loading them back abou
 
 The cache key covers the GGUF file (path, size, mtime), the format (name, bits, group size,
 scheme, head format) and the source of tmac's quantizer, so a change to any of them makes a
-new entry. Codes are stored as plain b-bit codes (two per byte), not in the kernel layout,
-which is rebuilt on load: a kernel layout change never meets a stale file. A "base" entry per
+new entry. Each matrix is stored at its real size: codes as b bit planes (np.packbits, b bits
+per code), group parameters in the narrowest dtype that holds them exactly (uint8 integer
+zeros, float16 affine parameters, else float32). Not the kernel layout, which is rebuilt on
+load: a kernel layout change never meets a stale file. A "base" entry per
 GGUF file keeps the metadata (vocabulary and merges included), the embedding and the norms, so
 that opening a prepared format does not parse the GGUF again.
 """
@@ -23,7 +25,7 @@ from tmac.model import fetch
 from tmac.model.formats import ModelFormat, head_format
 from tmac.model.runtime import LINEARS, PreparedModel, prepare
 
-STORE_VERSION = 1
+STORE_VERSION = 2
 
 
 @dataclass
@@ -133,29 +135,42 @@ def prepared_path(gguf_path, fmt: ModelFormat) -> Path:
     return fetch.cache_dir() / "prepared" / f"{Path(gguf_path).stem}-{fmt.name}-{digest}.npz"
 
 
-def _pack_codes(codes):
-    if codes.shape[1] % 2:
-        return codes
-    return codes[:, 0::2] | (codes[:, 1::2] << 4)
+def pack_codes(codes, bits):
+    """(M, K) uint8 codes -> (bits, M, ceil(K / 8)) uint8: bit plane i, packed 8 per byte."""
+    return np.stack([np.packbits((codes >> i) & 1, axis=1) for i in range(bits)])
 
 
-def _unpack_codes(stored, k):
-    if stored.shape[1] == k:
-        return np.ascontiguousarray(stored)
-    out = np.empty((stored.shape[0], k), np.uint8)
-    out[:, 0::2] = stored & 15
-    out[:, 1::2] = stored >> 4
-    return out
+def unpack_codes(planes, k):
+    """Inverse of pack_codes: (bits, M, ceil(K / 8)) uint8 -> (M, K) uint8."""
+    codes = np.zeros((planes.shape[1], k), np.uint8)
+    for i, plane in enumerate(planes):
+        codes |= np.unpackbits(plane, axis=1, count=k) << np.uint8(i)
+    return codes
+
+
+def narrowest(a):
+    """``a`` (float32) in the narrowest dtype that holds every value exactly: uint8 integers,
+    float16, or float32 itself."""
+    a = np.asarray(a, np.float32)
+    if np.all((a >= 0) & (a <= 255) & (a == np.rint(a))) and not np.signbit(a).any():
+        return a.astype(np.uint8)
+    half = a.astype(np.float16)
+    if np.array_equal(half.astype(np.float32), a):
+        return half
+    return a
 
 
 def save_prepared(pm: PreparedModel, path: Path):
-    """Write the quantized linears of ``pm`` (atomically)."""
+    """Write the linears of ``pm`` at their real size (atomically)."""
     arrays = {}
     mats = {"head": pm.head, **{f"{i}.{k}": l[k] for i, l in enumerate(pm.layers) for k in LINEARS}}
     for name, qw in mats.items():
-        arrays[f"{name}.codes"] = _pack_codes(qw.codes)
-        arrays[f"{name}.scales"] = qw.scales
-        arrays[f"{name}.zeros"] = qw.zeros
+        if isinstance(qw, np.ndarray):                      # a float matrix (e.g. an f32 head)
+            arrays[f"{name}.float"] = qw
+            continue
+        arrays[f"{name}.codes"] = pack_codes(qw.codes, qw.bits)
+        arrays[f"{name}.scales"] = narrowest(qw.scales)
+        arrays[f"{name}.zeros"] = narrowest(qw.zeros)
         arrays[f"{name}.meta"] = np.array([qw.shape[1], qw.bits, qw.group_size], np.int64)
         arrays[f"{name}.scheme"] = np.array(qw.scheme)
         if qw.params is not None:
@@ -172,11 +187,14 @@ def load_prepared(path: Path, weights, fmt: ModelFormat) -> PreparedModel:
 
     with np.load(path) as z:
         def qw(name):
+            if f"{name}.float" in z.files:
+                return np.ascontiguousarray(z[f"{name}.float"], np.float32)
             k, bits, gs = (int(v) for v in z[f"{name}.meta"])
             params = tuple(z[f"{name}.params"]) if f"{name}.params" in z.files else None
-            return QuantizedWeight(_unpack_codes(z[f"{name}.codes"], k), z[f"{name}.scales"],
-                                   z[f"{name}.zeros"], bits, gs, str(z[f"{name}.scheme"]),
-                                   params=params)
+            return QuantizedWeight(unpack_codes(z[f"{name}.codes"], k),
+                                   z[f"{name}.scales"].astype(np.float32),
+                                   z[f"{name}.zeros"].astype(np.float32), bits, gs,
+                                   str(z[f"{name}.scheme"]), params=params)
 
         layers = []
         for i, lw in enumerate(weights.layers):

@@ -14,10 +14,13 @@ Read the modules in this order:
 6. ``m0e4``           -- Transformer-Lite's FP4 (1 + q/16 by two bit operations, then a*v + b);
                          affine in q, so it also runs through the LUT path
 7. ``e2m1``           -- OCP FP4 E2M1 (MXFP4/NVFP4 elements) with a per-group scale
+8. ``affine``         -- w = scale * code + float offset (llama.cpp's Q4_1 form), 1 to 8 bits,
+                         float16 parameters; its own LUT epilogue
 
 After installation this package is ``tmac.reference``.
 """
 
-from . import bitplanes, dequant_matmul, e2m1, lut_matmul, m0e4, quantize, tables
+from . import affine, bitplanes, dequant_matmul, e2m1, lut_matmul, m0e4, quantize, tables
 
-__all__ = ["bitplanes", "dequant_matmul", "e2m1", "lut_matmul", "m0e4", "quantize", "tables"]
+__all__ = ["affine", "bitplanes", "dequant_matmul", "e2m1", "lut_matmul", "m0e4", "quantize",
+           "tables"]

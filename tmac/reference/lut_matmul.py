@@ -133,24 +133,23 @@ def block_sums(x, blocks):
                     axis=1)
 
 
-def epilogue(lut, xsum, scales, zeros, bits, blocks):
-    """y (N, M) = sum over blocks of scale * (lut + offset * xsum), in block order."""
+def block_values(lut, xsum, scales, zeros, bits, blocks):
+    """What each block adds to y: scale * (lut + offset * xsum), (N, M, nblocks) float32."""
     offset = np.float32((2**bits - 1) / 2) - zeros                           # (M, n_weight_groups)
-    y = np.zeros(lut.shape[:2], dtype=np.float32)
-    for b, wg in enumerate(blocks.weight_group):
-        block = lut[:, :, b] + offset[None, :, wg] * xsum[:, b:b + 1]
-        y = y + scales[None, :, wg] * block
-    return y
+    wg = blocks.weight_group
+    return scales[None, :, wg] * (lut + offset[None, :, wg] * xsum[:, None, :])
 
 
-def lut_matmul(codes, scales, zeros, bits, x, act_group_size, lut="int8"):
-    """y = x @ dequantize(codes, scales, zeros).T through table lookup.
+def epilogue(lut, xsum, scales, zeros, bits, blocks):
+    """y (N, M) = sum over blocks of scale * (lut + offset * xsum), from 0.0 in block order."""
+    return sequential_sum(block_values(lut, xsum, scales, zeros, bits, blocks))
 
-    codes (M, K) uint8, scales/zeros (M, K // group_size) float32, x (N, K) float32,
-    act_group_size: multiple of 4 (>= K for one group per row). Returns (N, M) float32.
-    """
+
+def lut_and_sums(codes, bits, n_weight_groups, x, act_group_size, lut="int8"):
+    """Everything before the epilogue, shared by every format with a LUT path: the blocks, the
+    lut term of each block (N, M, nblocks) float32 and the block sums (N, nblocks) float32."""
     m, k = codes.shape
-    blocks = make_blocks(k, k // scales.shape[1], act_group_size)
+    blocks = make_blocks(k, k // n_weight_groups, act_group_size)
     xp = pad_columns(x, blocks.k_padded)
     indices = table_indices(codes, bits, blocks.k_padded)
     table_set = tables.build_tables_mirrored(xp)
@@ -162,4 +161,14 @@ def lut_matmul(codes, scales, zeros, bits, x, act_group_size, lut="int8"):
         lut_values = np.stack([lut_from_float(t, indices, blocks) for t in table_set])
     else:
         raise ValueError(f"lut must be one of {LUT_MODES}, got {lut!r}")
-    return epilogue(lut_values, block_sums(xp, blocks), scales, zeros, bits, blocks)
+    return blocks, lut_values, block_sums(xp, blocks)
+
+
+def lut_matmul(codes, scales, zeros, bits, x, act_group_size, lut="int8"):
+    """y = x @ dequantize(codes, scales, zeros).T through table lookup.
+
+    codes (M, K) uint8, scales/zeros (M, K // group_size) float32, x (N, K) float32,
+    act_group_size: multiple of 4 (>= K for one group per row). Returns (N, M) float32.
+    """
+    blocks, lut_values, xsum = lut_and_sums(codes, bits, scales.shape[1], x, act_group_size, lut)
+    return epilogue(lut_values, xsum, scales, zeros, bits, blocks)

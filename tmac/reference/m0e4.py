@@ -52,7 +52,7 @@ Fitting is done in float64; a, b are float32 with a = 16 * step exactly.
 import numpy as np
 
 from .lut_matmul import sequential_sum
-from .quantize import group_view
+from .quantize import group_view, least_squares_line
 
 FP16_ONE = np.uint16(0x3C00)          # sign 0, exponent 01111 (bias: 2^0), mantissa 0 -> 1.0
 FP16_SHIFT = 6                        # q goes to mantissa bits 9..6
@@ -187,16 +187,7 @@ def quantize(w, group_size, fit="lsq"):
     if fit == "lsq":
         best_err = _squared_error(g32, codes, a, b)
         for _ in range(LSQ_ITERATIONS):
-            # least squares of w on q per group: step = cov(q, w) / var(q), level0 = mean - step * mean(q)
-            q = codes.astype(np.float64)
-            q_mean, w_mean = q.mean(axis=-1), g.mean(axis=-1)
-            var = ((q - q_mean[..., None]) ** 2).sum(axis=-1)
-            cov = ((q - q_mean[..., None]) * (g - w_mean[..., None])).sum(axis=-1)
-            usable = var > 0
-            new_step = np.where(usable, cov / np.where(usable, var, 1), step)
-            usable &= new_step > 0
-            new_step = np.where(usable, new_step, step)
-            new_level0 = np.where(usable, w_mean - new_step * q_mean, level0)
+            new_step, new_level0 = least_squares_line(g, codes, step, level0)
             new_a, new_b = _params(new_step, new_level0)
             new_codes = _nearest_codes(g, new_a.astype(np.float64) / 16, new_a.astype(np.float64) + new_b)
             err = _squared_error(g32, new_codes, new_a, new_b)

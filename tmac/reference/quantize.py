@@ -37,6 +37,22 @@ def group_view(w, group_size):
     return w.reshape(m, k // group_size, group_size)
 
 
+def least_squares_line(g, codes, step, level0):
+    """The (step, level0) minimising sum (step * code + level0 - w)^2 per group (float64):
+    step = cov(code, w) / var(code), level0 = mean(w) - step * mean(code). Groups whose codes
+    are all equal, or whose fitted step is not positive, keep the given step and level0.
+    g (M, G, W) float64, codes (M, G, W), step/level0 (M, G) float64."""
+    q = codes.astype(np.float64)
+    q_mean, w_mean = q.mean(axis=-1), g.mean(axis=-1)
+    var = ((q - q_mean[..., None]) ** 2).sum(axis=-1)
+    cov = ((q - q_mean[..., None]) * (g - w_mean[..., None])).sum(axis=-1)
+    usable = var > 0
+    new_step = np.where(usable, cov / np.where(usable, var, 1), step)
+    usable &= new_step > 0
+    new_step = np.where(usable, new_step, step)
+    return new_step, np.where(usable, w_mean - new_step * q_mean, level0)
+
+
 def _divide_or_zero(w, scale):
     """w / scale, with 0 where scale == 0 (an all-zero group maps to its zero point)."""
     safe = np.where(scale == 0, np.float32(1), scale)

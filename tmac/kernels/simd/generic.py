@@ -25,7 +25,8 @@ memory                 load512/store512, load256/store256, bcast128_256, prefetc
 integer*               vand, vor, vxor, add_i32, sub_i8, srl_i16, srl_i32, sll_i32
 constants              zero512/zero256, set1_i8_512, set1_i32_512, set1_f32_512 (and _256)
 float*                 add_f32, mul_f32, sub_f32, cvt_i32_f32, max_f32, hmax4_f32
-table build            store_tables4_f32, store_tables4_int8, absum4, offsets
+table build            store_tables4_f32, store_tables4_int8, absum4
+parameters             loadf (float32, uint8 integers, float16 bits), half_to_float
 =====================  =============================================================
 """
 from __future__ import annotations
@@ -43,7 +44,7 @@ __all__ = [
     "add_f32", "mul_f32", "sub_f32", "cvt_i32_f32",
     "zero512", "zero256", "set1_i8_512", "set1_i32_512", "set1_f32_512",
     "set1_i8_256", "set1_i32_256", "set1_f32_256",
-    "store_tables4_f32", "store_tables4_int8", "bcast128_256", "prefetch", "offsets",
+    "store_tables4_f32", "store_tables4_int8", "bcast128_256", "prefetch", "loadf", "half_to_float",
     "absum4", "max_f32", "hmax4_f32",
 ]
 
@@ -396,37 +397,71 @@ def prefetch(typingctx, arr, idx):
 
 
 
-@intrinsic
-def offsets(typingctx, arr, idx, c):
-    """offsets(arr, i, c) -> a register (c's width: v512 = 16, v256 = 8 lanes) of float32
-    epilogue offsets starting at arr.flat[i].
+def _half_bits_to_float(builder, h32):
+    """IR: float16 bit patterns (zero-extended to i32 lanes, or one i32) -> float32, exactly,
+    with integer operations only (no F16C, no libcall): normal numbers move their exponent and
+    mantissa into place, subnormals and zeros are mantissa * 2^-24, infinities and NaNs keep
+    their payload. The sign bit is carried over in every case."""
+    ity = h32.type
+    fty = ir.VectorType(_F32, ity.count) if isinstance(ity, ir.VectorType) else _F32
 
-    ``arr`` float32: the offsets themselves (a plain load).
-    ``arr`` uint8: integer zero points; returns ``c - float32(zero)`` lane by lane (narrow load,
-    zero-extend, exact int-to-float conversion, one float32 subtraction): the same single
-    rounding as the contract's ``offset = float32((2^b - 1)/2) - zero`` when ``c`` holds that
-    constant, so both forms give the same bits. Generic IR: safe on every CPU.
-    """
-    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer) or c not in (v512, v256):
+    def const(v, t=ity):
+        return ir.Constant(t, [v] * t.count) if isinstance(t, ir.VectorType) else ir.Constant(t, v)
+
+    sign = builder.shl(builder.and_(h32, const(0x8000)), const(16))
+    em = builder.and_(h32, const(0x7FFF))                       # exponent and mantissa
+    normal = builder.add(builder.shl(em, const(13)), const(0x38000000))
+    special = builder.or_(builder.shl(em, const(13)), const(0x7F800000))
+    tiny = builder.bitcast(builder.fmul(builder.sitofp(em, fty), const(2.0 ** -24, fty)), ity)
+    bits = builder.select(builder.icmp_unsigned("<", em, const(0x400)), tiny,
+                          builder.select(builder.icmp_unsigned(">=", em, const(0x7C00)),
+                                         special, normal))
+    return builder.bitcast(builder.or_(bits, sign), fty)
+
+
+@intrinsic
+def loadf(typingctx, arr, idx, like):
+    """loadf(arr, i, like) -> float32 lanes (as many as ``like``, a v512 or v256) from
+    arr.flat[i:]: a float32 array is loaded as it is, a uint8 array is taken as integers
+    (exact conversion), a uint16 array as float16 bit patterns (exact widening, integer
+    operations only). Generic IR: safe on every CPU."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer) or like not in (v512, v256):
         return None
-    if arr.dtype not in (types.float32, types.uint8):
+    if arr.dtype not in (types.float32, types.uint8, types.uint16):
         return None
-    as_float = arr.dtype == types.float32
-    vt = c
+    kind = str(arr.dtype)
+    vt = like
     lanes = vt.bits // 32
 
     def codegen(context, builder, sig, args):
-        if as_float:
+        if kind == "float32":
             lt = ir.VectorType(ir.IntType(64), vt.bits // 64)
             ptr = _vec_pointer(context, builder, sig.args[0], args[0], args[1], lt)
             return builder.load(ptr, align=1, typ=lt)
-        narrow = ir.VectorType(_I8, lanes)
+        narrow = ir.VectorType(_I8 if kind == "uint8" else _I16, lanes)
         ptr = _vec_pointer(context, builder, sig.args[0], args[0], args[1], narrow)
-        z = builder.uitofp(builder.zext(builder.load(ptr, align=1, typ=narrow), ir.VectorType(_I32, lanes)),
-                           ir.VectorType(_F32, lanes))
-        return _back(builder, builder.fsub(_as(builder, args[2], vt, _F32), z), vt)
+        wide = builder.zext(builder.load(ptr, align=1, typ=narrow), ir.VectorType(_I32, lanes))
+        if kind == "uint8":
+            return _back(builder, builder.uitofp(wide, ir.VectorType(_F32, lanes)), vt)
+        return _back(builder, _half_bits_to_float(builder, wide), vt)
 
-    return vt(arr, idx, c), codegen
+    return vt(arr, idx, like), codegen
+
+
+@intrinsic
+def half_to_float(typingctx, bits):
+    """half_to_float(h) -> float32: the value of the float16 bit pattern in the low 16 bits of
+    the integer ``h``, exactly (the scalar form of loadf's uint16 case)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        h = args[0]
+        h = builder.trunc(h, _I32) if h.type.width > 32 else builder.zext(h, _I32) \
+            if h.type.width < 32 else h
+        return _half_bits_to_float(builder, builder.and_(h, ir.Constant(_I32, 0xFFFF)))
+
+    return types.float32(bits), codegen
 
 
 # ----------------------------------------------------------------------------- table scales
