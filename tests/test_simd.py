@@ -57,15 +57,23 @@ def _halves(bits, out16, out8, out1):
         out1[i] = s.half_to_float(bits[i])
 
 
-def test_float16_widening_is_exact_for_every_bit_pattern():
-    """All 65536 float16 patterns (zeros, subnormals, normals, infinities, NaN payloads)
-    widen to numpy's float32, bit for bit, by integer operations only."""
+def widened_exactly(outs):
+    """Every float16 pattern but NaN widens to numpy's float32 bit for bit; NaNs stay NaN
+    (hardware conversion may quiet a signaling NaN)."""
     bits = np.arange(1 << 16, dtype=np.uint16)
-    want = bits.view(np.float16).astype(np.float32).view(np.uint32)
+    want = bits.view(np.float16).astype(np.float32)
+    nan = np.isnan(want)
+    return all(np.array_equal(o[~nan].view(np.uint32), want[~nan].view(np.uint32))
+               and np.isnan(o[nan]).all() for o in outs)
+
+
+def test_float16_widening_is_exact_for_every_bit_pattern():
+    """All 65536 float16 patterns (zeros, subnormals, normals, infinities, NaNs), at both
+    register widths and as a scalar."""
+    bits = np.arange(1 << 16, dtype=np.uint16)
     outs = [np.zeros(1 << 16, np.float32) for _ in range(3)]
     _halves(bits, *outs)
-    for out in outs:
-        assert np.array_equal(out.view(np.uint32), want)
+    assert widened_exactly(outs)
 
 
 def test_generic_primitives():
@@ -158,3 +166,29 @@ def test_avx2_primitives():
     assert np.array_equal(out32[:8], (i16[:16].astype(np.int32) * i16[16:]).reshape(8, 2).sum(1))
     assert np.array_equal(outf[:8], ftab[fidx & 7]) and np.array_equal(outf[8:], ftab + np.float32(1))
     assert np.all(out32[8:] == 5) and np.all(out8[32:] == 9)
+
+
+NO_F16C = """
+import numpy as np, sys
+sys.path.insert(0, sys.argv[1])
+import test_simd
+bits = np.arange(1 << 16, dtype=np.uint16)
+outs = [np.zeros(1 << 16, np.float32) for _ in range(3)]
+test_simd._halves(bits, *outs)
+print(test_simd.widened_exactly(outs))
+"""
+
+
+def test_float16_widening_without_f16c_uses_integer_operations_exactly(tmp_path):
+    """On a CPU without F16C (baseline x86-64) loadf widens float16 with integer operations
+    only; the same 65536 patterns, bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CPU_NAME="x86-64", NUMBA_CPU_FEATURES="",
+               NUMBA_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", NO_F16C, os.path.dirname(__file__)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "True"

@@ -31,6 +31,10 @@ from tmac.model.reference import rope_tables
 from tmac.model.shapes import Expr, Graph, plan, sym
 
 MATMULS = ("lut", "dequant", "reference")
+# Activations per int8 table scale. A table entry sums 4 activations, so an int8 step is ~4x an
+# activation's own int8 step, and one outlier channel coarsens its whole group: at 32 the tables
+# cost SmolLM2 +0.6 % perplexity over float tables (exact Q4_1 weights, docs text), at 16 +0.1 %.
+ACT_GROUP_SIZE = 16
 
 
 @dataclass
@@ -227,12 +231,17 @@ class Runtime:
                 "reference" (tmac's numpy specification; slow) -- quantized formats only
     threads     Numba threads (None: Numba's setting)
     fused       None (automatic), True (require) or False (per-layer path)
+    act_group_size  activations per int8 table scale (ACT_GROUP_SIZE; where it does not nest
+                with a matrix's weight group, that matrix uses its weight group; None: always
+                the weight group, as tmac.matmul's default)
     """
 
     def __init__(self, model: PreparedModel, max_ctx: int = 512, max_seq: int = 128,
                  matmul: str = "lut", threads: int | None = None, fused: bool | None = None,
-                 isa: str | None = None):
+                 isa: str | None = None, act_group_size: int | None = ACT_GROUP_SIZE):
         from tmac.kernels import dispatch
+
+        self.act_group_size = act_group_size
 
         c = self.config = model.config
         self.model, self.threads, self.isa = model, threads, isa
@@ -363,8 +372,8 @@ class Runtime:
         elif self.matmul == "lut" and w.format.has_lut_path:
             from tmac import kernels
 
-            out[:, :m] = kernels.lut_matmul(w.packed, None, None, w.bits, xin, _act(w), "int8",
-                                            isa=self.isa)
+            out[:, :m] = kernels.lut_matmul(w.packed, None, None, w.bits, xin, self._act(w),
+                                            "int8", isa=self.isa)
         elif self.matmul == "lut":                   # a format without a LUT path (e2m1)
             import tmac
 
@@ -373,10 +382,17 @@ class Runtime:
             import tmac
 
             out[:, :m] = tmac.dequant_matmul(w, xin)
+        elif w.format.has_lut_path:
+            import tmac
+
+            out[:, :m] = tmac.matmul(w, xin, backend="reference", act_group_size=self._act(w))
         else:
             import tmac
 
             out[:, :m] = tmac.matmul(w, xin, backend="reference")
+
+    def _act(self, w):
+        return _act(w, self.act_group_size)
 
     # ------------------------------------------------------------------ fused path
     def _plans_aligned(self):
@@ -386,8 +402,8 @@ class Runtime:
 
         for name in LINEARS:
             mats = [l[name] for l in self.model.layers]
-            if not all(w.format.has_lut_path and lut_plan(w.shape[1], w.n_groups, _act(w)).aligned
-                       for w in mats):
+            if not all(w.format.has_lut_path
+                       and lut_plan(w.shape[1], w.n_groups, self._act(w)).aligned for w in mats):
                 return False
             if len({(w.packed.scales_t.dtype, w.packed.zeros_t.dtype) for w in mats}) > 1:
                 return False
@@ -406,10 +422,10 @@ class Runtime:
         self._fw, dims = {}, {}
         head = self.model.head
         fused_head = (not isinstance(head, np.ndarray) and head.format.has_lut_path
-                      and lut_plan(head.shape[1], head.n_groups, _act(head)).aligned)
+                      and lut_plan(head.shape[1], head.n_groups, self._act(head)).aligned)
         for name in LINEARS + (("head",) if fused_head else ()):
             mats = [head] if name == "head" else [l[name] for l in self.model.layers]
-            plans = [lut_plan(w.shape[1], w.n_groups, _act(w)) for w in mats]
+            plans = [lut_plan(w.shape[1], w.n_groups, self._act(w)) for w in mats]
             if name == "head":
                 w, p = mats[0].packed, plans[0]
                 weight = Linear(w.data, w.scales_t, w.zeros_t, np.int64(p.act_group_size), p.blocks)
@@ -443,8 +459,12 @@ class Runtime:
         fused.layers_avx512(self._fused_model, step, pos, numba.get_num_threads())
 
 
-def _act(w):
-    """The activation group the LUT kernels use for ``w``: its weight group (tmac's default)."""
+def _act(w, act_group_size=None):
+    """The activation group the LUT kernels use for ``w``: ``act_group_size`` where it nests
+    with the weight group, else the weight group (tmac's API default)."""
     from tmac import validation
 
-    return validation.resolve_act_group_size(None, w.group_size, w.shape[1])
+    try:
+        return validation.resolve_act_group_size(act_group_size, w.group_size, w.shape[1])
+    except ValueError:
+        return validation.resolve_act_group_size(None, w.group_size, w.shape[1])
