@@ -102,3 +102,20 @@ def test_the_benchmark_takes_every_format(name, bits):
 def test_unknown_scheme_is_refused_naming_the_choices():
     with pytest.raises(ValueError, match="scheme must be one of 'asym'"):
         tmac.quantize(np.ones((4, 8), np.float32), scheme="q4")
+
+
+@pytest.mark.parametrize("kind, bits", [("Q4_1", 4), ("Q5_1", 5)])
+def test_affine_requantizes_llama_cpp_blocks_bit_for_bit(kind, bits):
+    """gguf's own quantizer makes Q4_1/Q5_1 blocks; dequantized by gguf and requantized as affine
+    groups of 32, the weights come back bit for bit (dequantize is gguf's d * q + m)."""
+    gguf = pytest.importorskip("gguf", reason="the 'model' extra (gguf) is not installed")
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((64, 576)) * rng.random((64, 1)) * 0.1).astype(np.float32)
+    qtype = getattr(gguf.GGMLQuantizationType, kind)
+    source = gguf.quants.dequantize(gguf.quants.quantize(w, qtype), qtype).astype(np.float32)
+    qw = tmac.quantize(source, bits=bits, group_size=32, scheme="affine")
+    assert np.array_equal(qw.dequantize().view(np.uint32), source.view(np.uint32))
+    # the LUT product is another rounding of the same sum: close, not equal
+    x = rng.standard_normal((2, 576)).astype(np.float32)
+    dense = x.astype(np.float64) @ source.T.astype(np.float64)
+    assert np.abs(tmac.matmul(qw, x, lut="float32") - dense).max() < 1e-4 * np.abs(dense).max()

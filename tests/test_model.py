@@ -508,6 +508,9 @@ def test_cli_bench_model_and_fetch_path(tmp_path, monkeypatch, capsys, tiny_path
                  "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert out.count("| w2 (g32), head w8 (g32) |") == 2 and "dequant" in out
+    for line in (l for l in out.splitlines() if l.startswith("| w2")):   # quality beside speed
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert float(cells[8]) > 1 and cells[9].endswith("x") and float(cells[9][:-1]) > 0
     assert main(["fetch", "--path"]) == 0
     assert capsys.readouterr().out.strip().endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -527,3 +530,49 @@ def test_prepared_model_summary_counts_every_weight(tmp_path):
     console = Console(record=True, width=120)
     console.print(model)
     assert "gate_up" in console.export_text() and "<table>" in model._repr_html_()
+
+
+def test_every_matrix_may_have_its_own_format_and_the_fused_path_runs_the_mix(model, tok):
+    """Per-matrix widths and group sizes (mixed precision): the per-layer LUT path equals the
+    reference matmul bit for bit, and the fused path (flat stacks of mixed widths) agrees."""
+    mix = {"0.down": formats.parse("w8", 32), "1.down": formats.parse("w2", 64),
+           "1.qkv": formats.parse("w3", 16), "0.gate_up": formats.parse("w6", 64),
+           "head": formats.parse("w5", 32)}
+    pm = runtime.prepare(model.weights, formats.parse("w4", 32), matrix_formats=mix)
+    assert (pm.layers[0]["down"].bits, pm.layers[1]["down"].bits, pm.layers[1]["qkv"].bits,
+            pm.layers[1]["qkv"].group_size, pm.head.bits) == (8, 2, 3, 16, 5)
+    ids = tok.encode(TEXT)[:12]
+    spec = runtime.Runtime(pm, max_ctx=32, max_seq=16, matmul="reference", fused=False)
+    layers = runtime.Runtime(pm, max_ctx=32, max_seq=16, fused=False)
+    a = spec.forward(ids, all_logits=True).copy()
+    assert np.array_equal(a, layers.forward(ids, all_logits=True))
+    fused = runtime.Runtime(pm, max_ctx=32, max_seq=16)
+    from tmac.kernels import dispatch
+
+    assert fused.fused == (dispatch.choose("lut_int8") == "avx512")
+    if fused.fused:
+        c = fused.forward(ids, all_logits=True).copy()
+        np.testing.assert_allclose(c, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
+        t = [int(a[-1].argmax())]
+        np.testing.assert_allclose(fused.forward(t, all_logits=True), spec.forward(t, all_logits=True),
+                                   rtol=1e-4, atol=1e-4 * np.abs(a).max())
+
+
+@pytest.mark.parametrize("mix, message", [
+    ({"7.down": "w4"}, "unknown matrix '7.down'"),
+    ({"0.attn": "w4"}, "unknown matrix '0.attn'"),
+    ({"0.down": ("w4", 48)}, "matrix 0.down"),
+])
+def test_bad_matrix_formats_are_refused_naming_the_matrix(model, mix, message):
+    mix = {k: formats.parse(*(v if isinstance(v, tuple) else (v,))) for k, v in mix.items()}
+    with pytest.raises(ValueError, match=message):
+        runtime.prepare(model.weights, formats.parse("w4", 32), matrix_formats=mix)
+
+
+def test_stacking_parts_of_different_formats_is_refused():
+    import tmac
+
+    w = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+    with pytest.raises(ValueError, match="stack_rows"):
+        formats.stack_rows([tmac.quantize(w, bits=4, group_size=32),
+                            tmac.quantize(w, bits=3, group_size=32)])

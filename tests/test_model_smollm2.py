@@ -89,10 +89,31 @@ def test_perplexity_on_the_shipped_text(gg, tok):
     """f32 < ternary; values recorded in docs/model.md (full text); here 2 chunks."""
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "docs/data/declaration_gettysburg.txt").read_text()
+    from tmac.model import texts
+
+    text = texts.read()
     ids = tok.encode(text)[:512]
     ppl = {}
     for name in ("f32", "ternary"):
         rt = runtime.Runtime(runtime.prepare(gg.weights, formats.parse(name)), max_ctx=256, max_seq=256)
         ppl[name] = generate.perplexity(rt, ids, 256).perplexity
     assert 5 < ppl["f32"] < 40 and ppl["ternary"] > ppl["f32"]
+
+
+def test_affine_groups_of_32_reproduce_every_q4_1_tensor_bit_for_bit(gg):
+    """Every Q4_1 matrix of the file, dequantized by gguf and requantized to affine 4-bit groups
+    of 32 (the minmax fit alone suffices), dequantizes to gguf's values exactly."""
+    from tmac.model.loader import LAYER_TENSORS
+    from tmac.reference import affine
+
+    checked = 0
+    for i, layer in enumerate(gg.weights.layers):
+        for ours, name in LAYER_TENSORS.items():
+            if gg.weights.source_types[f"blk.{i}.{name}"] != "Q4_1":
+                continue
+            w = np.ascontiguousarray(layer[ours], np.float32)
+            codes, scales, offsets = affine.quantize(w, 4, 32, fit="minmax")
+            back = affine.dequantize(codes, scales, offsets)
+            assert np.array_equal(back.view(np.uint32), w.view(np.uint32)), (i, name)
+            checked += 1
+    assert checked == 210

@@ -1,4 +1,6 @@
-"""``tmac perplexity --model smollm2 --format w4 --ctx 256 FILE``: last line is the number."""
+"""``tmac perplexity --model smollm2 --format w4 --ctx 256 [FILE]``: last line is the number.
+
+Without FILE the shipped public-domain text (tmac.model.texts) is scored."""
 
 from tmac.commands import positive_int
 
@@ -8,7 +10,9 @@ def add_parser(subparsers):
 
     p = subparsers.add_parser("perplexity", help="perplexity of a text file under a GGUF llama "
                                                  "model in a tmac format (llama.cpp's method)")
-    p.add_argument("file", help="a UTF-8 text file")
+    p.add_argument("file", nargs="?", default=None,
+                   help="a UTF-8 text file (default: the shipped Declaration of Independence and "
+                        "Gettysburg Address, tmac.model.texts)")
     add_model_arguments(p)
     p.add_argument("--ctx", type=int, default=256, help="tokens per chunk (default 256); the "
                                                         "second half of each chunk is scored")
@@ -25,7 +29,10 @@ def run(args):
 
     if args.ctx < 4:
         raise ValueError(f"--ctx must be >= 4, got {args.ctx}")
-    text = Path(args.file).read_text(encoding="utf-8")
+    from tmac.model import texts
+
+    source = Path(args.file) if args.file else texts.path()
+    text = source.read_text(encoding="utf-8")
     om, fmt = open_model(args)
     ids = om.tokenizer.encode(text)
     if args.max_chunks:
@@ -34,7 +41,7 @@ def run(args):
                  threads=args.threads)
     r = perplexity(rt, ids, args.ctx,
                    progress=lambda c, n, ppl: say(f"  chunk {c}/{n}: running perplexity {ppl:.4f}"))
-    print(f"{args.file}: {len(ids)} tokens, {r.chunks} chunks of {args.ctx}, {r.scored} scored, "
+    print(f"{source.name}: {len(ids)} tokens, {r.chunks} chunks of {args.ctx}, {r.scored} scored, "
           f"format {fmt.label}, {r.seconds:.1f} s")
     print(f"{r.perplexity:.4f}")
     return 0

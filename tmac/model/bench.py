@@ -5,6 +5,10 @@ from an empty cache; decode = ``--decode`` successive one-token forwards (tg128)
 token of context. Median of ``--repeat`` runs, after a warm-up run (compilation, caches).
 Tokens are fixed ids (no sampling cost); the weights stay in memory (the model's 70-150 MB
 exceed the L2 cache, so every token reads them from L3 or main memory).
+
+Speed never stands without quality: each format's perplexity on the shipped text
+(tmac.model.texts, llama.cpp's method, ``--ppl-ctx`` tokens per chunk) is printed beside its
+speed, with its ratio to the f32 model's (measured once per run); ``--no-perplexity`` skips it.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import statistics
 import sys
 import time
 
-DEFAULT_FORMATS = ("w4", "w3", "w2", "w1", "ternary", "m0e4", "w4:dequant", "f32")
+DEFAULT_FORMATS = ("w4", "w3", "w2", "asym4", "ternary", "m0e4", "w4:dequant", "f32")
 
 
 def add_parser(subparsers):
@@ -31,6 +35,8 @@ def add_parser(subparsers):
     p.add_argument("--prompt", type=int, default=64, help="prefill tokens (default 64)")
     p.add_argument("--decode", type=int, default=128, help="decode tokens (default 128)")
     p.add_argument("--repeat", type=int, default=3, help="runs per figure, median (default 3)")
+    p.add_argument("--ppl-ctx", type=int, default=256, help="perplexity chunk (default 256)")
+    p.add_argument("--no-perplexity", action="store_true", help="speed only")
     p.add_argument("-o", "--output", choices=["md", "json"], default="md")
     p.set_defaults(run=run)
 
@@ -56,6 +62,20 @@ def measure(rt, prompt_ids, n_decode, repeat):
     return statistics.median(pre), statistics.median(dec)
 
 
+def quality(args, om, matmul):
+    """Perplexity of the shipped text under this model and matmul (None when skipped)."""
+    if args.no_perplexity:
+        return None
+    from tmac.model import texts
+    from tmac.model.generate import perplexity
+    from tmac.model.runtime import Runtime
+
+    ids = om.tokenizer.encode(texts.read())
+    rt = Runtime(om.model, max_ctx=args.ppl_ctx, max_seq=args.ppl_ctx,
+                 matmul="lut" if matmul == "float" else matmul, threads=max(args.thread_counts))
+    return perplexity(rt, ids, args.ppl_ctx).perplexity
+
+
 def run(args):
     import numpy as np
 
@@ -64,10 +84,14 @@ def run(args):
 
     rows = []
     header = ("| format | matmul | path | bits/weight | weights MB | threads | prefill pp{p} tok/s "
-              "| decode tg{d} tok/s |").format(p=args.prompt, d=args.decode)
+              "| decode tg{d} tok/s | perplexity | vs f32 |").format(p=args.prompt, d=args.decode)
     if args.output == "md":
         print(header)
-        print("|---|---|---|---:|---:|---:|---:|---:|", flush=True)
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    f32_ppl = None
+    if not args.no_perplexity:
+        om, _ = open_model(args, "f32", quiet=True)
+        f32_ppl = quality(args, om, "float")
     for spec in args.formats:
         name, _, matmul = spec.partition(":")
         matmul = matmul or ("float" if name == "f32" else args.matmul)
@@ -78,6 +102,7 @@ def run(args):
                                   for k in ("qkv", "o", "gate_up", "down")]
         n_weights = sum(m.shape[0] * m.shape[1] for m in mats)
         nbytes = om.model.weight_bytes()
+        ppl = quality(args, om, matmul)
         for threads in args.thread_counts:
             rt = Runtime(om.model, max_ctx=args.prompt + args.decode + 1,
                          max_seq=args.prompt, matmul="lut" if matmul == "float" else matmul,
@@ -87,14 +112,19 @@ def run(args):
                    "path": "fused" if rt.fused else "per-layer",
                    "bits_per_weight": round(8 * nbytes / n_weights, 3),
                    "weight_mb": round(nbytes / 1e6, 1), "threads": threads,
-                   "prefill_tps": round(pre, 1), "decode_tps": round(dec, 1)}
+                   "prefill_tps": round(pre, 1), "decode_tps": round(dec, 1),
+                   "perplexity": None if ppl is None else round(ppl, 4),
+                   "vs_f32": None if ppl is None else round(ppl / f32_ppl, 4)}
             rows.append(row)
             if args.output == "md":
+                quality_cells = ("- | -" if ppl is None
+                                 else f"{row['perplexity']} | {row['vs_f32']:.4f}x")
                 print(f"| {row['format']} | {matmul} | {row['path']} | {row['bits_per_weight']} | "
                       f"{row['weight_mb']} | {threads} | {row['prefill_tps']} | "
-                      f"{row['decode_tps']} |", flush=True)
+                      f"{row['decode_tps']} | {quality_cells} |", flush=True)
             else:
                 say(json.dumps(row))
     if args.output == "json":
-        print(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
+        print(json.dumps({"command": " ".join(sys.argv), "f32_perplexity": f32_ppl, "rows": rows},
+                         indent=1))
     return 0

@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import sys
 
-from tmac.model.formats import FORMATS
+from tmac.model.formats import DEFAULT_HEAD, FORMATS
 
 
 def add_model_arguments(p, formats=True):
     p.add_argument("--model", default="smollm2", help="a GGUF file or a fetched model name "
                                                      "(default smollm2; run `tmac fetch` first)")
     if formats:
-        p.add_argument("--format", default="w4", choices=FORMATS,
-                       help="weight format (default w4): f32 = dequantized GGUF weights")
+        p.add_argument("--format", default="w4", choices=FORMATS, metavar="FORMAT",
+                       help="weight format (default w4: affine 4-bit groups, llama.cpp's Q4_1 "
+                            f"form); f32 = dequantized GGUF weights; one of {', '.join(FORMATS)}")
     p.add_argument("--group-size", type=int, default=None,
-                   help="weights per scale for w1..w4 and m0e4 (default 64; must divide 576 and 1536)")
-    p.add_argument("--sym", action="store_true", help="symmetric w1..w4 (zero fixed at 2^(b-1))")
+                   help="weights per scale (default 32; must divide 576 and 1536)")
+    p.add_argument("--head", default=DEFAULT_HEAD, metavar="FORMAT",
+                   help=f"the output head's format (default {DEFAULT_HEAD}; 'same': the body's)")
+    p.add_argument("--sym", action="store_true", help="symmetric w1..w8 (zero fixed at 2^(b-1))")
     p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
     p.add_argument("--matmul", default="lut", choices=("lut", "dequant"),
                    help="lut: tmac's table-lookup kernels (default); dequant: the baseline")
@@ -30,7 +33,7 @@ def open_model(args, fmt_name=None, quiet=False):
     """(OpenModel, ModelFormat) for parsed args, with a progress bar while quantizing."""
     from tmac.model import formats, store
 
-    fmt = formats.parse(fmt_name or args.format, args.group_size, args.sym)
+    fmt = formats.parse(fmt_name or args.format, args.group_size, args.sym, head=args.head)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if not quiet:

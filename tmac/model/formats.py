@@ -124,6 +124,11 @@ def stack_rows(parts):
     from tmac.formats import QuantizedWeight
 
     first = parts[0]
+    for p in parts[1:]:
+        if (p.shape[1], p.bits, p.group_size, p.scheme) != (first.shape[1], first.bits,
+                                                           first.group_size, first.scheme):
+            raise ValueError(f"stack_rows: parts must share K, bits, group size and scheme; got "
+                             f"{first!r} and {p!r}")
     params = None
     if first.params is not None:             # e.g. m0e4's native (a, b) per group
         params = tuple(np.vstack([p.params[i] for p in parts]) for i in range(len(first.params)))

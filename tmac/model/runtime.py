@@ -109,28 +109,39 @@ def prepare(weights: LlamaWeights, fmt: ModelFormat, progress=None, matrix_forma
     ``progress(i, n)`` is called after each layer when given.
     """
     chosen = dict(matrix_formats or {})
+    known = {"head"} | {f"{i}.{name}" for i in range(len(weights.layers)) for name in LINEARS}
+    for key in chosen:
+        if key not in known:
+            raise ValueError(f"matrix_formats: unknown matrix {key!r}; expected 'head' or "
+                             f"'<layer 0..{len(weights.layers) - 1}>.<{'|'.join(LINEARS)}>'")
     chosen.setdefault("head", head_format(fmt))
 
-    def q(w, f):
-        return np.ascontiguousarray(w, np.float32) if f.is_float else f.quantize(w)
+    def q(w, f, where):
+        if f.is_float:
+            return np.ascontiguousarray(w, np.float32)
+        try:
+            return f.quantize(w)
+        except ValueError as e:
+            raise ValueError(f"matrix {where} ({w.shape[0]} x {w.shape[1]}) in format {f.label}: "
+                             f"{e}") from None
 
-    def stacked(ws, f):
+    def stacked(ws, f, where):
         if f.is_float:
             return np.ascontiguousarray(np.vstack(ws), np.float32)
-        return stack_rows([q(w, f) for w in ws])
+        return stack_rows([q(w, f, where) for w in ws])
 
     layers = []
     for i, lw in enumerate(weights.layers):
         f = {name: chosen.get(f"{i}.{name}", fmt) for name in LINEARS}
-        layers.append({"qkv": stacked([lw["wq"], lw["wk"], lw["wv"]], f["qkv"]),
-                       "o": q(lw["wo"], f["o"]),
-                       "gate_up": stacked([lw["w_gate"], lw["w_up"]], f["gate_up"]),
-                       "down": q(lw["w_down"], f["down"]),
+        layers.append({"qkv": stacked([lw["wq"], lw["wk"], lw["wv"]], f["qkv"], f"{i}.qkv"),
+                       "o": q(lw["wo"], f["o"], f"{i}.o"),
+                       "gate_up": stacked([lw["w_gate"], lw["w_up"]], f["gate_up"], f"{i}.gate_up"),
+                       "down": q(lw["w_down"], f["down"], f"{i}.down"),
                        "attn_norm": lw["attn_norm"].astype(np.float32),
                        "ffn_norm": lw["ffn_norm"].astype(np.float32)})
         if progress:
             progress(i + 1, len(weights.layers) + 1)
-    head = q(weights.output, chosen["head"])
+    head = q(weights.output, chosen["head"], "head")
     if progress:
         progress(len(weights.layers) + 1, len(weights.layers) + 1)
     return PreparedModel(weights.config, fmt, np.ascontiguousarray(weights.embed, np.float32),

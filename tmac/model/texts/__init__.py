@@ -1,0 +1,27 @@
+"""Public-domain texts shipped with tmac for perplexity: ``path(name)``, ``read(name)``.
+
+    declaration_gettysburg   the US Declaration of Independence (1776) and the Gettysburg
+                             Address (1863), 9.7 KB, 2057 SmolLM2 tokens: the default text of
+                             ``tmac perplexity`` and ``tmac bench model``
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT = "declaration_gettysburg"
+
+
+def names() -> tuple:
+    return tuple(sorted(p.stem for p in Path(__file__).parent.glob("*.txt")))
+
+
+def path(name: str = DEFAULT) -> Path:
+    """The file of a shipped text; ValueError naming the choices."""
+    p = Path(__file__).parent / f"{name}.txt"
+    if not p.is_file():
+        raise ValueError(f"no shipped text {name!r}; choose one of {', '.join(names())}")
+    return p
+
+
+def read(name: str = DEFAULT) -> str:
+    return path(name).read_text(encoding="utf-8")
