@@ -28,7 +28,7 @@ from tmac.kernels.simd.generic import (add_f32, add_i32, cvt_i32_f32, load512, m
 from tmac.kernels.simd.x86 import dpbusd512, permb512, permps512
 from tmac.kernels.tables import prepare_int8
 
-PREFETCH_BYTES = 2048   # software prefetch distance in the packed stream
+PREFETCH_UNITS = 4      # software prefetch distance in the packed stream, in 16-column units
 
 
 @njit(cache=True, inline="always")
@@ -57,8 +57,8 @@ def _unit_int8(a0, a1, a2, a3, data, at, bits, t, low4, group_base):
     data[at + 128*i + 64*s ...] is plane i, half s; t holds the unit's 4 int8 tables."""
     for i in range(bits):
         w = set1_i8_512(1 << i)
-        prefetch(data, at + i * 128 + PREFETCH_BYTES)
-        prefetch(data, at + i * 128 + PREFETCH_BYTES + 64)
+        prefetch(data, at + i * 128 + PREFETCH_UNITS * bits * 128)
+        prefetch(data, at + i * 128 + PREFETCH_UNITS * bits * 128 + 64)
         v0 = load512(data, at + i * 128)
         v1 = load512(data, at + i * 128 + 64)
         a0 = dpbusd512(a0, w, permb512(vor(vand(v0, low4), group_base), t))
