@@ -71,3 +71,16 @@ def test_native_port_names_the_first_difference(program, exported, tmp_path):
     assert f"FAIL {truncated}: tensor" in out and "run past" in out
     assert f"FAIL {hostile}: header length" in out
     assert "3 failed" in out
+
+
+def test_make_check_without_arguments_checks_the_committed_files(tmp_path):
+    """`make check` needs no DIR: it checks tests/golden (built in a copy, leaving no binary)."""
+    if shutil.which("make") is None or CC is None:
+        pytest.skip("no make or no C compiler (cc) on this system")
+    native = tmp_path / "examples" / "native"
+    shutil.copytree(SOURCE.parent, native)
+    shutil.copytree(SOURCE.parents[2] / "tests" / "golden", tmp_path / "tests" / "golden")
+    done = subprocess.run(["make", "-C", str(native), "check"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1].endswith("cases, 0 failed")
