@@ -12,7 +12,18 @@ from tmac.registry import OPS
 from tmac.validation import resolve_act_group_size
 
 CASES = [(name, bits) for name, fmt in FORMATS.items() for bits in fmt.widths]
-M, K, N, GROUP = 70, 100, 3, 20
+M, N, GROUP = 70, 3, 20
+
+
+def k_of(name):
+    """K for a format: 100 (not a multiple of the 16-column unit), or the least multiple of a
+    block type's block above it."""
+    multiple = FORMATS[name].k_multiple
+    return -(-100 // multiple) * multiple
+
+
+def group_of(name):
+    return GROUP if FORMATS[name].k_multiple == 1 else None
 
 
 def bitwise_equal(a, b):
@@ -22,34 +33,35 @@ def bitwise_equal(a, b):
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(21)
-    return (rng.standard_normal((M, K)).astype(np.float32) * np.float32(0.05),
-            rng.standard_normal((N, K)).astype(np.float32))
+    return {k: (rng.standard_normal((M, k)).astype(np.float32) * np.float32(0.05),
+                rng.standard_normal((N, k)).astype(np.float32))
+            for k in {k_of(name) for name in FORMATS}}
 
 
 @pytest.fixture(scope="module")
 def weights(data):
-    w, _ = data
-    return {(name, bits): tmac.quantize(w, bits=bits, group_size=GROUP, scheme=name)
+    return {(name, bits): tmac.quantize(data[k_of(name)][0], bits=bits, group_size=group_of(name),
+                                        scheme=name)
             for name, bits in CASES}
 
 
 @pytest.mark.parametrize("name, bits", CASES)
 def test_quantize_gives_a_weight_of_the_format(weights, data, name, bits):
-    qw = weights[name, bits]
+    qw, k = weights[name, bits], k_of(name)
     fmt = FORMATS[name]
     assert isinstance(qw, QuantizedWeight) and qw.scheme == name and qw.format is fmt
-    assert qw.bits == bits and qw.shape == (M, K) and int(qw.codes.max()) < 1 << bits
+    assert qw.bits == bits and qw.shape == (M, k) and int(qw.codes.max()) < 1 << bits
     assert (qw.packed is not None) == fmt.has_lut_path
     w = qw.dequantize()
-    assert w.dtype == np.float32 and w.shape == (M, K) and np.isfinite(w).all()
+    assert w.dtype == np.float32 and w.shape == (M, k) and np.isfinite(w).all()
     # a fit: closer to the weights than the zero matrix
-    assert np.linalg.norm(w - data[0]) < np.linalg.norm(data[0])
-    assert 0 < qw.nbytes < 4 * M * K and name in repr(qw) and name in qw._repr_html_()
+    assert np.linalg.norm(w - data[k][0]) < np.linalg.norm(data[k][0])
+    assert 0 < qw.nbytes < 4 * M * k and name in repr(qw) and name in qw._repr_html_()
 
 
 @pytest.mark.parametrize("name, bits", CASES)
 def test_every_op_of_the_format_equals_its_reference_on_every_backend(weights, data, name, bits):
-    qw, (_, x) = weights[name, bits], data
+    qw, (_, x) = weights[name, bits], data[k_of(name)]
     for op_name in FORMATS[name].ops:
         op = OPS[op_name]
         if bits > op.max_bits:
@@ -67,9 +79,9 @@ def test_every_op_of_the_format_equals_its_reference_on_every_backend(weights, d
 
 @pytest.mark.parametrize("name, bits", CASES)
 def test_matmul_and_dequant_matmul_run_the_ops_the_format_names(weights, data, name, bits):
-    qw, (_, x) = weights[name, bits], data
+    qw, (_, x) = weights[name, bits], data[k_of(name)]
     fmt = FORMATS[name]
-    act = resolve_act_group_size(None, qw.group_size, K)          # matmul's default
+    act = resolve_act_group_size(None, qw.group_size, k_of(name))  # matmul's default
     want = OPS[fmt.matmul_op].reference(qw, x, *((act, "int8") if fmt.has_lut_path else ()))
     assert bitwise_equal(tmac.matmul(qw, x), want)
     assert bitwise_equal(tmac.matmul(qw, x, backend="reference"), want)
@@ -79,7 +91,7 @@ def test_matmul_and_dequant_matmul_run_the_ops_the_format_names(weights, data, n
 
 @pytest.mark.parametrize("name, bits", CASES)
 def test_explain_gives_the_value_matmul_gives(weights, data, name, bits):
-    qw, (_, x) = weights[name, bits], data
+    qw, (_, x) = weights[name, bits], data[k_of(name)]
     for lut in ("int8", "float32"):
         y = tmac.matmul(qw, x[0], lut=lut, backend="reference")
         for row in (0, 37, M - 1):
@@ -92,9 +104,10 @@ def test_explain_gives_the_value_matmul_gives(weights, data, name, bits):
 def test_the_benchmark_takes_every_format(name, bits):
     fmt, b = weight_spec(f"{name}{bits}" if len(FORMATS[name].widths) > 1 else name)
     assert (fmt.name, b) == (name, bits)
-    qw = fmt.random(64, 64, b, 32, np.random.default_rng(0))
+    k = max(64, fmt.k_multiple)
+    qw = fmt.random(64, k, b, 32, np.random.default_rng(0))
     assert qw.scheme == name and qw.bits == b
-    row = bench_case(64, 64, name if len(fmt.widths) == 1 else f"{name}{bits}", 1, "hot", 1,
+    row = bench_case(64, k, name if len(fmt.widths) == 1 else f"{name}{bits}", 1, "hot", 1,
                      group_size=32, baselines=False, repeat=2)
     assert row["lut_us"] > 0
 

@@ -49,10 +49,12 @@ import sys
 sys.modules["numba"] = None          # import numba -> ImportError, as on a machine without it
 sys.modules["llvmlite"] = None
 import numpy as np, tmac
-w = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
-x = np.random.default_rng(1).standard_normal(16).astype(np.float32)
-for scheme in tmac.formats.FORMATS:
-    qw = tmac.quantize(w, bits=tmac.formats.FORMATS[scheme].widths[-1], group_size=8, scheme=scheme)
+for scheme, fmt in tmac.formats.FORMATS.items():
+    k = max(16, fmt.k_multiple)
+    w = np.random.default_rng(0).standard_normal((8, k)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal(k).astype(np.float32)
+    qw = tmac.quantize(w, bits=fmt.widths[-1], group_size=8 if fmt.k_multiple == 1 else None,
+                       scheme=scheme)
     y = tmac.matmul(qw, x, backend="reference")
     tmac.dequant_matmul(qw, x, backend="reference")
     assert np.float32(tmac.explain(qw, x, 3).value) == y[3]

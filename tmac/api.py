@@ -9,11 +9,12 @@ BACKENDS_AUTO = "auto"
 QUANTIZE_BYTES_PER_WEIGHT = 32     # working set of the reference quantizers' range search
 
 
-def quantize(w, bits=4, group_size=128, scheme="asym"):
+def quantize(w, bits=None, group_size=128, scheme="asym"):
     """Quantize a float weight matrix for table-lookup multiplication.
 
     w           (M, K) float array (float16/32/64; computed in float32), finite.
-    bits        1, 2, 3 or 4. Ignored by scheme="ternary", which always uses 2-bit codes.
+    bits        code width, one of the format's widths (1..8 for asym, sym, affine); None: 4, or
+                the format's only width (ternary 2, q8_0 8, ...). Ignored by scheme="ternary".
     group_size  consecutive K elements sharing a scale and zero: a multiple of 4 dividing K, or
                 None / "row" for one group per row. Ignored by "ternary" (one scale per tensor).
     scheme      a format of the format table ``tmac.formats.FORMATS``: "asym" (GPTQ/AWQ:

@@ -152,11 +152,8 @@ def weight_spec(spec: str):
 
 
 def _weight_bytes(packed):
-    """Bytes one LUT call reads from the weight: codes, scales and offsets (or uint8 zeros)."""
-    from tmac.kernels.lut import transposed_scales
-
-    sc, off = transposed_scales(packed, None, None)
-    return packed.data.nbytes + sc.nbytes + off.nbytes
+    """Bytes one LUT call reads from the weight: codes and group parameters."""
+    return packed.nbytes
 
 
 def _copies(qw, count):
@@ -167,8 +164,11 @@ def _copies(qw, count):
                                 qw.group_size, qw.scheme,
                                 params=None if qw.params is None else tuple(p.copy() for p in qw.params))
                        for _ in range(count - 1)]
-    return [packed] + [packed._replace(data=packed.data.copy(), scales_t=packed.scales_t.copy(),
-                                       zeros_t=packed.zeros_t.copy())
+    def copy(part):
+        return tuple(a.copy() for a in part) if isinstance(part, tuple) else part.copy()
+
+    return [packed] + [packed._replace(data=packed.data.copy(), scales_t=copy(packed.scales_t),
+                                       zeros_t=copy(packed.zeros_t))
                        for _ in range(count - 1)]
 
 

@@ -74,14 +74,28 @@ class PackedCodes(NamedTuple):
 
     @property
     def form(self) -> str:
-        """"affine" (float16 scales and offsets) or "zero_point"."""
-        return "affine" if self.scales_t is not None and self.scales_t.dtype == np.uint16 \
-            else "zero_point"
+        """The parameter form (tmac.kernels.epilogue): "zero_point", "fixed_zero", "affine",
+        "two_level" or "two_level_affine"."""
+        sc, off = self.scales_t, self.zeros_t
+        if isinstance(sc, tuple):
+            return "two_level_affine" if isinstance(off, tuple) else "two_level"
+        if sc is not None and sc.dtype == np.uint16:
+            return "fixed_zero" if np.ndim(off) == 0 else "affine"
+        return "zero_point"
+
+    @property
+    def n_weight_groups(self) -> int:
+        """Weight groups per row of the carried parameters."""
+        sc = self.scales_t
+        return (sc[1] if isinstance(sc, tuple) else sc).shape[1]
 
     @property
     def nbytes(self) -> int:
         """Bytes the kernels read: codes and group parameters."""
-        return self.data.nbytes + sum(a.nbytes for a in (self.scales_t, self.zeros_t) if a is not None)
+        arrays = [self.data]
+        for part in (self.scales_t, self.zeros_t):
+            arrays += list(part) if isinstance(part, tuple) else [part]
+        return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
 
 
 def padded_shape(m: int, k: int) -> tuple[int, int]:
@@ -149,12 +163,53 @@ def untranspose_rows(t, m: int) -> np.ndarray:
     return np.ascontiguousarray(t.transpose(0, 2, 1).reshape(mt * ROW_TILE, ng)[:m])
 
 
-def params_from(packed: PackedCodes) -> tuple:
-    """(scales, zeros) as (M, G) float32 from a PackedCodes that carries them (exact)."""
-    def widen(a):
-        return a.view(np.float16).astype(np.float32) if a.dtype == np.uint16 else a.astype(np.float32)
+def pack_fixed_zero(scales, zero) -> tuple:
+    """(scales_t, zeros_t) of the fixed-zero form: float16 scales (M, G) as bits, and the zero
+    point every group shares, a float32 scalar (llama.cpp's Q4_0, Q5_0, Q8_0, TQ1_0, TQ2_0)."""
+    return float16_bits(transpose_rows(scales), "scales"), np.float32(zero)
 
-    return tuple(widen(untranspose_rows(a, packed.m)) for a in (packed.scales_t, packed.zeros_t))
+
+def pack_two_level(d, sc, second) -> tuple:
+    """(scales_t, zeros_t) of the two-level form (llama.cpp's K-quants): the group scale is
+    d * sc, d float16 per super-block (M, S), sc a small integer per group (M, G) (int8 or
+    uint8); ``second`` is (dmin (M, S), mn (M, G) uint8), giving offsets -(dmin * mn), or the
+    fixed zero point (int). Every product is exact in float32."""
+    sc = np.asarray(sc)
+    scales_t = (float16_bits(transpose_rows(d), "d"), transpose_rows(sc, sc.dtype))
+    if isinstance(second, tuple):
+        dmin, mn = second
+        return scales_t, (float16_bits(transpose_rows(dmin), "dmin"), transpose_rows(mn, np.uint8))
+    return scales_t, np.float32(second)
+
+
+def _widen(a):
+    return a.view(np.float16).astype(np.float32) if a.dtype == np.uint16 else a.astype(np.float32)
+
+
+def _per_group(t, m, groups):
+    """A transposed parameter array back to (M, groups) float32, super-block arrays repeated."""
+    a = _widen(untranspose_rows(t, m))
+    return np.repeat(a, groups // a.shape[1], axis=1)
+
+
+def params_from(packed: PackedCodes) -> tuple:
+    """(scales, zeros) as (M, G) float32 from a PackedCodes that carries them, exactly: the
+    effective scale of every group (d * sc for the two-level form) and its zero point (the
+    fixed zero repeated) or, for the affine forms, its offset (-(dmin * mn) two-level)."""
+    sc, off = packed.scales_t, packed.zeros_t
+    if isinstance(sc, tuple):
+        groups = sc[1].shape[1]
+        scales = (_per_group(sc[0], packed.m, groups) * _per_group(sc[1], packed.m, groups))
+    else:
+        groups = sc.shape[1]
+        scales = _widen(untranspose_rows(sc, packed.m))
+    if isinstance(off, tuple):
+        zeros = -(_per_group(off[0], packed.m, groups) * _per_group(off[1], packed.m, groups))
+    elif np.ndim(off) == 0:
+        zeros = np.full((packed.m, groups), off, np.float32)
+    else:
+        zeros = _widen(untranspose_rows(off, packed.m))
+    return scales.astype(np.float32), zeros.astype(np.float32)
 
 
 def unpack(packed: PackedCodes) -> np.ndarray:
@@ -181,11 +236,11 @@ def small_integer_zeros(zeros_t) -> Optional[np.ndarray]:
     return np.ascontiguousarray(z.astype(np.uint8))
 
 
-def transpose_rows(a) -> np.ndarray:
-    """(M, G) float32 -> (Mt, G, 64) float32: 64 rows of one group contiguous, 0 past M."""
-    a = np.asarray(a, np.float32)
+def transpose_rows(a, dtype=np.float32) -> np.ndarray:
+    """(M, G) -> (Mt, G, 64) of ``dtype``: 64 rows of one group contiguous, 0 past M."""
+    a = np.asarray(a, dtype)
     m, ng = a.shape
     mp = -(-m // ROW_TILE) * ROW_TILE
-    t = np.zeros((mp, ng), np.float32)
+    t = np.zeros((mp, ng), dtype)
     t[:m] = a
     return np.ascontiguousarray(t.reshape(mp // ROW_TILE, ROW_TILE, ng).transpose(0, 2, 1))

@@ -743,7 +743,7 @@ static int check_case(const char *path, const char *case_label) {
 
     Check chk = {f, p.name, 0, 0}, *k = &chk;
     if (strcmp(p.lut, "none")) {
-        int affine = !strcmp(p.scheme, "affine");   /* zero holds the offsets m */
+        int affine = find(f, "affine.offsets") != NULL;   /* affine form: zero holds the offsets m */
         const Tensor *ts = input(f, "quantize.scales", "F32", 2, s_mg, why);
         const Tensor *tz = ts ? input(f, affine ? "affine.offsets" : "quantize.zeros", "F32", 2, s_mg, why) : NULL;
         if (!tz) { printf("FAIL %s: %s\n", case_label, why); goto out; }

@@ -1,10 +1,48 @@
-"""``tmac info``: the CPU features Numba compiles for and the kernel path each op runs."""
+"""``tmac info [MODEL]``: the CPU features Numba compiles for and the kernel path each op runs;
+with a model (a GGUF path or a fetched name), its configuration and tensor types."""
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("info", help="CPU features, available ISA paths and the path per op")
+    p = subparsers.add_parser("info", help="CPU features, available ISA paths and the path per op; "
+                                           "with MODEL, its tensor types, counts and bytes")
+    p.add_argument("model", nargs="?", default=None,
+                   help="a GGUF file or a fetched model name (e.g. smollm2)")
     p.add_argument("--isa", default=None, help="show the choice as if this path were requested")
     p.set_defaults(run=run)
+
+
+def model_report(model):
+    """A ``tmac.display.Report`` of a GGUF file's tensor types: count, parameters, bytes, the
+    bits per weight, and whether tmac runs the type natively. Parses the header only."""
+    from collections import defaultdict
+
+    from tmac.display import Report
+    from tmac.model import fetch, loader
+
+    path = fetch.resolve(model)
+    loader.check_header(path)
+    gguf = loader._require_gguf()
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except loader._PARSE_ERRORS as error:
+        raise loader.CorruptModelError(f"{path} is damaged or truncated: {error}") from None
+    meta = loader.read_metadata(reader)
+    by_type = defaultdict(lambda: [0, 0, 0])
+    for t in reader.tensors:
+        entry = by_type[t.tensor_type.name]
+        entry[0] += 1
+        entry[1] += int(t.n_elements)
+        entry[2] += int(t.n_bytes)
+    rows = [{"type": kind, "tensors": n, "weights": f"{w / 1e6:.1f} M", "mb": b / 1e6,
+             "bits": 8 * b / w if w else 0.0,
+             "runs": "native" if kind in loader.SUPPORTED_TYPES else "not supported"}
+            for kind, (n, w, b) in sorted(by_type.items(), key=lambda kv: -kv[1][2])]
+    title = (f"{path.name}: {meta.get('general.architecture')} "
+             f"({meta.get('general.name', '?')}), {len(reader.tensors)} tensors, "
+             f"{sum(r['mb'] for r in rows):.1f} MB")
+    columns = [("type", "type", "{}"), ("tensors", "tensors", "{}"), ("weights", "weights", "{}"),
+               ("mb", "MB", "{:.1f}"), ("bits", "bits/weight", "{:.3f}"), ("runs", "tmac", "{}")]
+    return Report(title, columns, rows)
 
 
 def run(args):
@@ -32,4 +70,6 @@ def run(args):
         ops.add_row(op, path)
     console.print(ops)
     console.print(info["note"])
+    if args.model:
+        console.print(model_report(args.model))
     return 0

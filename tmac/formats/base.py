@@ -94,6 +94,8 @@ class Format:
     stores_zeros: ClassVar[bool] = True    # zeros vary per group (count them in nbytes)
     grouped: ClassVar[bool] = True         # takes a group size (False: one scale per tensor)
     form: ClassVar[str] = "zero_point"     # its LUT epilogue and parameter storage (tmac.layout)
+    requantizes: ClassVar[bool] = True     # a model format that requantizes weights into it
+    k_multiple: ClassVar[int] = 1          # K must be a multiple of this (a block type's block)
     golden_tensors: ClassVar[dict] = {}    # the format's own golden stage tensors: name -> meaning
     golden_skips: ClassVar[tuple] = ()     # shared golden tensors its form does not have
 
@@ -118,6 +120,8 @@ class Format:
         """Validated (bits, group_size) for a K-column matrix; errors name the argument."""
         from tmac import validation
 
+        if bits is None:                    # the format's default width
+            bits = 4 if 4 in self.widths else self.widths[-1]
         bits = validation.integer("bits", bits)
         if bits not in self.widths:
             raise ValueError(self.bits_error(bits))

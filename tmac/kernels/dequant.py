@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tmac.kernels.epilogue import weights
+from tmac.kernels.epilogue import weight_groups, weights
 from tmac.kernels.jit import njit, prange
 from tmac.kernels.simd.generic import (add_f32, cvt_i32_f32, load512, mul_f32, set1_f32_512,
                                        set1_i32_512, sll_i32, srl_i32, store512, vand, vor, zero512)
@@ -83,7 +83,7 @@ def dequant_packed(data, sc, zt, x, out, group):
     Columns past K are skipped, so every row's sum runs over k = 0..K-1 in order.
     """
     n_tiles, n_units, bits = data.shape[0], data.shape[1], data.shape[2]
-    n_tok, n_groups, m_pad = x.shape[0], sc.shape[1], out.shape[1]
+    n_tok, n_groups, m_pad = x.shape[0], weight_groups(sc), out.shape[1]
     k_cols = x.shape[1]
     for tile in prange(n_tiles):
         one = set1_i32_512(1)
@@ -122,7 +122,7 @@ def run_dequant_packed(packed, scales, zeros, x):
     k = packed.k
     sc, zt = (packed.scales_t, packed.zeros_t) if packed.scales_t is not None \
         else pack_params(scales, zeros)
-    group = k // sc.shape[1]
+    group = k // (sc[1] if isinstance(sc, tuple) else sc).shape[1]
     group = -(-k // 4) * 4 if group >= k else group
     out = np.empty((x.shape[0], packed.m_padded), np.float32)
     dequant_packed(packed.data, sc, zt, x, out, group)

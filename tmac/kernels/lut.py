@@ -136,7 +136,7 @@ def run_lut(packed: PackedCodes, scales, zeros, x, act_group_size: int, lut: str
     plan, any weight (scales transposed now if the packed weight lacks them); (N, M) float32."""
     x = np.ascontiguousarray(x, np.float32)
     sc, off = transposed_scales(packed, scales, zeros)
-    p = plan(packed.k, sc.shape[1], act_group_size)
+    p = plan(packed.k, (sc[1] if isinstance(sc, tuple) else sc).shape[1], act_group_size)
     n_tiles = packed.data.shape[0]
     if tiles_per_task is None:
         tiles_per_task = tiles.lookup(isa, packed.m, packed.k, packed.bits, x.shape[0], threads, lut)
@@ -180,7 +180,7 @@ def run_int8_one_call(packed: PackedCodes, x, act_group_size, isa, threads, tile
     get, put, most = _thread_control()
     if x.dtype != np.float32 or not x.flags.c_contiguous:
         x = np.ascontiguousarray(x, np.float32)
-    p = plan(packed.k, packed.scales_t.shape[1], int(act_group_size))
+    p = plan(packed.k, packed.n_weight_groups, int(act_group_size))
     if not p.aligned:
         return None
     before = get()

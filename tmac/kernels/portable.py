@@ -45,7 +45,7 @@ def _epilogue(y, lut, sc, off, tile, wg, xs, c):
     """y[r] = y[r] + block[r] for the 64 rows of one tile (tmac.kernels.epilogue's forms)."""
     for r in range(64):
         s, f = group_params_scalar(sc, off, tile, wg, r, c)
-        y[r] = y[r] + combine_scalar(lut[r], s, f, xs, c, sc)
+        y[r] = y[r] + combine_scalar(lut[r], s, f, xs, c, sc, off)
 
 
 @njit(cache=True, parallel=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tmac.kernels.epilogue import combine, group_params
+from tmac.kernels.epilogue import combine, group_params, weight_groups
 from tmac.kernels.jit import njit, prange
 from tmac.kernels.simd.generic import (add_f32, add_i32, bcast128_256, cvt_i32_f32, load256, mul_f32,
                                        set1_f32_256, set1_i8_256, set1_i32_256, srl_i16, srl_i32,
@@ -36,7 +36,7 @@ def _epilogue(out, o, sc, off, base, acc, h, xv, cv, int_mode):
     """out[o:o+8] += block (tmac.kernels.epilogue), lut = float32(acc) * h (int8) or acc."""
     lut = mul_f32(cvt_i32_f32(acc), h) if int_mode else acc
     s, f = group_params(sc, off, base, cv)
-    store256(out, o, add_f32(load256(out, o), combine(lut, s, f, xv, cv, sc)))
+    store256(out, o, add_f32(load256(out, o), combine(lut, s, f, xv, cv, sc, off)))
 
 
 @njit(cache=True, parallel=True)
@@ -45,7 +45,7 @@ def lut_int8(data, tables, blocks, half, xsum, sc, off, out, tiles_per_task):
     u0, u1, s0, wg = blocks[0], blocks[1], blocks[2], blocks[3]
     n_tiles, n_units, bits = data.shape[0], data.shape[1], data.shape[2]
     n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], blocks.shape[1]
-    n_wg, m_pad = sc.shape[1], out.shape[1]
+    n_wg, m_pad = weight_groups(sc), out.shape[1]
     n_tasks = -(-n_tiles // tiles_per_task)
     cv = set1_f32_256(((1 << bits) - 1) * 0.5)
     for task in prange(n_tasks):
@@ -99,7 +99,7 @@ def lut_float32(data, tables, blocks, xsum, sc, off, out, tiles_per_task):
     wg = blocks[3]
     n_tiles, n_units, bits = data.shape[0], data.shape[1], data.shape[2]
     n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], blocks.shape[1]
-    n_wg, m_pad = sc.shape[1], out.shape[1]
+    n_wg, m_pad = weight_groups(sc), out.shape[1]
     n_tasks = -(-n_tiles // tiles_per_task)
     cv = set1_f32_256(((1 << bits) - 1) * 0.5)
     for task in prange(n_tasks):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tmac.kernels.epilogue import combine, group_params
+from tmac.kernels.epilogue import combine, group_params, weight_groups
 from tmac.kernels.jit import njit, prange
 from tmac.kernels.simd.generic import (add_f32, add_i32, cvt_i32_f32, load512, mul_f32, prefetch,
                                        set1_f32_512, set1_i8_512, set1_i32_512, srl_i16, srl_i32,
@@ -35,7 +35,7 @@ PREFETCH_UNITS = 4      # software prefetch distance in the packed stream, in 16
 def _block(l, sc, off, base, xv, cv):
     """The block values of 16 rows whose parameters sit at sc/off flat ``base``."""
     s, f = group_params(sc, off, base, cv)
-    return combine(l, s, f, xv, cv, sc)
+    return combine(l, s, f, xv, cv, sc, off)
 
 
 @njit(cache=True, inline="always")
@@ -82,18 +82,18 @@ def _acc4(a0, a1, a2, a3, w, lo0, hi0, lo1, hi1, t):
 
 
 @njit(cache=True, inline="always")
-def _epilogue_mem(out, o, a0, a1, a2, a3, hf, s0, s1, s2, s3, f0, f1, f2, f3, xs, cv, sc):
+def _epilogue_mem(out, o, a0, a1, a2, a3, hf, s0, s1, s2, s3, f0, f1, f2, f3, xs, cv, sc, off):
     """out[o:o+64] = out[o:o+64] + block, lut = float32(acc) * half (s*, f*: the block's group
     parameters for the tile's 4 x 16 rows, loaded once; tmac.kernels.epilogue)."""
     h = set1_f32_512(hf)
     xv = set1_f32_512(xs)
-    store512(out, o, add_f32(load512(out, o), combine(mul_f32(cvt_i32_f32(a0), h), s0, f0, xv, cv, sc)))
+    store512(out, o, add_f32(load512(out, o), combine(mul_f32(cvt_i32_f32(a0), h), s0, f0, xv, cv, sc, off)))
     store512(out, o + 16, add_f32(load512(out, o + 16),
-                                  combine(mul_f32(cvt_i32_f32(a1), h), s1, f1, xv, cv, sc)))
+                                  combine(mul_f32(cvt_i32_f32(a1), h), s1, f1, xv, cv, sc, off)))
     store512(out, o + 32, add_f32(load512(out, o + 32),
-                                  combine(mul_f32(cvt_i32_f32(a2), h), s2, f2, xv, cv, sc)))
+                                  combine(mul_f32(cvt_i32_f32(a2), h), s2, f2, xv, cv, sc, off)))
     store512(out, o + 48, add_f32(load512(out, o + 48),
-                                  combine(mul_f32(cvt_i32_f32(a3), h), s3, f3, xv, cv, sc)))
+                                  combine(mul_f32(cvt_i32_f32(a3), h), s3, f3, xv, cv, sc, off)))
 
 
 TOKEN_BLOCK = 4   # tokens whose lookups share one load and index preparation (N > 1)
@@ -107,7 +107,7 @@ def _tile_1(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile, n, cv,
     chains hide its 5-cycle latency; the sets are added (exact int32) per block."""
     n_units, bits = data.shape[1], data.shape[2]
     n_groups, n_blocks = tables.shape[1], u0.shape[0]
-    n_wg, m_pad = sc.shape[1], out.shape[1]
+    n_wg, m_pad = weight_groups(sc), out.shape[1]
     unit_bytes = bits * 128
     y0 = zero512(); y1 = zero512(); y2 = zero512(); y3 = zero512()
     for b in range(n_blocks):
@@ -144,7 +144,7 @@ def _tile_4(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile, n, cv,
     accumulate in ``out`` (block by block, in the contract's order) instead of registers."""
     n_units, bits = data.shape[1], data.shape[2]
     n_groups, n_blocks = tables.shape[1], u0.shape[0]
-    n_wg, m_pad = sc.shape[1], out.shape[1]
+    n_wg, m_pad = weight_groups(sc), out.shape[1]
     unit_bytes = bits * 128
     z = zero512()
     for q in range(4):
@@ -180,13 +180,13 @@ def _tile_4(data, tables, u0, u1, s0, half, xsum, wg, sc, off, out, tile, n, cv,
         s3_, f3 = group_params(sc, off, base + 48, cv)
         o = n * m_pad + tile * 64
         _epilogue_mem(out, o, a0, a1, a2, a3, half[n, b], s0_, s1_, s2_, s3_, f0, f1, f2, f3,
-                      xsum[n, b], cv, sc)
+                      xsum[n, b], cv, sc, off)
         _epilogue_mem(out, o + m_pad, b0, b1, b2, b3, half[n + 1, b], s0_, s1_, s2_, s3_,
-                      f0, f1, f2, f3, xsum[n + 1, b], cv, sc)
+                      f0, f1, f2, f3, xsum[n + 1, b], cv, sc, off)
         _epilogue_mem(out, o + 2 * m_pad, c0, c1, c2, c3, half[n + 2, b], s0_, s1_, s2_, s3_,
-                      f0, f1, f2, f3, xsum[n + 2, b], cv, sc)
+                      f0, f1, f2, f3, xsum[n + 2, b], cv, sc, off)
         _epilogue_mem(out, o + 3 * m_pad, d0, d1, d2, d3, half[n + 3, b], s0_, s1_, s2_, s3_,
-                      f0, f1, f2, f3, xsum[n + 3, b], cv, sc)
+                      f0, f1, f2, f3, xsum[n + 3, b], cv, sc, off)
 
 
 @njit(cache=True, parallel=True)
@@ -222,7 +222,7 @@ def lut_float32(data, tables, blocks, xsum, sc, off, out, tiles_per_task):
     wg = blocks[3]
     n_tiles, n_units, bits = data.shape[0], data.shape[1], data.shape[2]
     n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], blocks.shape[1]
-    n_wg, m_pad = sc.shape[1], out.shape[1]
+    n_wg, m_pad = weight_groups(sc), out.shape[1]
     n_tasks = -(-n_tiles // tiles_per_task)
     cv = set1_f32_512(((1 << bits) - 1) * 0.5)
     for task in prange(n_tasks):

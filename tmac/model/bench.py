@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 
-DEFAULT_FORMATS = ("w4", "w3", "w2", "asym4", "ternary", "m0e4", "w4:dequant", "f32")
+DEFAULT_FORMATS = ("native", "w4", "w3", "w2", "asym4", "ternary", "m0e4", "w4:dequant", "f32")
 
 
 def add_parser(subparsers):

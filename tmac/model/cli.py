@@ -10,9 +10,10 @@ def add_model_arguments(p, formats=True):
     p.add_argument("--model", default="smollm2", help="a GGUF file or a fetched model name "
                                                      "(default smollm2; run `tmac fetch` first)")
     if formats:
-        p.add_argument("--format", default="w4", choices=FORMATS, metavar="FORMAT",
-                       help="weight format (default w4: affine 4-bit groups, llama.cpp's Q4_1 "
-                            f"form); f32 = dequantized GGUF weights; one of {', '.join(FORMATS)}")
+        p.add_argument("--format", default="native", choices=FORMATS, metavar="FORMAT",
+                       help="weight format (default native: every tensor in its file's own type); "
+                            "w4: affine 4-bit groups (llama.cpp's Q4_1 form), f32: dequantized "
+                            f"GGUF weights; one of {', '.join(FORMATS)}")
     p.add_argument("--group-size", type=int, default=None,
                    help="weights per scale (default 32; must divide 576 and 1536)")
     p.add_argument("--head", default=DEFAULT_HEAD, metavar="FORMAT",

@@ -1,5 +1,7 @@
 """Model weight formats, named the same everywhere (CLI, docs, bench, tests), from the format table.
 
+    native       every tensor in its file's own type, nothing requantized (the default for a GGUF
+                 model: llama.cpp's Q4_1, Q8_0, Q4_K, ... on the lookup kernels, tmac.formats.ggml)
     f32          weights dequantized from the GGUF to float32, multiplied by numpy (BLAS)
     w8..w1       the default requantizing format: affine groups (w = scale * code + offset,
                  float16 parameters; llama.cpp's Q4_1 form) of ``group_size`` inputs at 8..1
@@ -30,14 +32,14 @@ DEFAULT_HEAD = "w8"
 
 def _names():
     """Every model format name, from the format table."""
-    names = ["f32"]
+    names = ["native", "f32"]
     for fmt in WEIGHT_FORMATS.values():
         if fmt.name == DEFAULT_SCHEME:
             names += [f"w{b}" for b in sorted(fmt.widths, reverse=True)]
     for fmt in WEIGHT_FORMATS.values():
         if len(fmt.widths) > 1:
             names += [f"{fmt.name}{b}" for b in sorted(fmt.widths, reverse=True)]
-        elif fmt.name != DEFAULT_SCHEME:
+        elif fmt.name != DEFAULT_SCHEME and fmt.requantizes:
             names.append(fmt.name)
     return tuple(names)
 
@@ -55,11 +57,16 @@ class ModelFormat:
 
     @property
     def is_float(self) -> bool:
-        return self.scheme is None
+        return self.name == "f32"
+
+    @property
+    def is_native(self) -> bool:
+        """Every tensor in its file's own type (nothing requantized)."""
+        return self.name == "native"
 
     @property
     def label(self) -> str:
-        if self.is_float or self.group_size is None:
+        if self.scheme is None or self.group_size is None:
             body = self.name
         else:
             implied = (DEFAULT_SCHEME if self.name.startswith("w") and self.name[1:].isdigit()
@@ -87,7 +94,7 @@ def parse(name: str, group_size: int | None = None, sym: bool = False,
 
     ``head``: the output head's format name ("same": the body's), with the same group size."""
     body = _parse_body(name, group_size, sym)
-    if body.is_float or head is None or head == "same":
+    if body.scheme is None or head is None or head == "same":
         return body
     return ModelFormat(body.name, body.bits, body.group_size, body.scheme,
                        head=_parse_body(head, group_size, sym, what="head format"))
@@ -97,8 +104,8 @@ def _parse_body(name, group_size, sym, what="format"):
     if name not in FORMATS:
         raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(FORMATS)}")
     group_size = DEFAULT_GROUP_SIZE if group_size is None else int(group_size)
-    if name == "f32":
-        return ModelFormat("f32", None, None, None)
+    if name in ("f32", "native"):
+        return ModelFormat(name, None, None, None)
     if name in WEIGHT_FORMATS:                            # a format with one width
         fmt = WEIGHT_FORMATS[name]
         return ModelFormat(name, fmt.widths[0], group_size if fmt.grouped else None, name)

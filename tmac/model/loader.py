@@ -1,8 +1,13 @@
-"""Read a llama-architecture GGUF file: configuration, float32 tensors, tokenizer metadata.
+"""Read a llama-architecture GGUF file: configuration, tensors, tokenizer metadata.
 
-Tensors of type F32, F16, Q8_0, Q4_0 and Q4_1 are dequantized to float32 with the ``gguf``
-package's own block decoders (llama.cpp's ``gguf-py``); any other type, or another architecture,
-raises ``UnsupportedModelError`` naming it. Requantizing to a tmac format is ``tmac.model.formats``.
+The ``gguf`` package parses the file; the tensors' blocks are read by tmac's own specification
+of llama.cpp's block types (tmac.reference.ggml: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+Q2_K..Q6_K, TQ1_0, TQ2_0), equal to gguf's dequantization bit for bit. ``load`` dequantizes
+every weight to float32 (what a requantizing format starts from); ``load(native=True)`` keeps
+each linear weight in its file's own type (a QuantizedWeight of tmac.formats.ggml, the same
+bytes). Any other type (IQ*, ...) or architecture raises ``UnsupportedModelError`` naming it;
+truncated data, NaN/Inf scales or a dimension the block does not divide raise
+``CorruptModelError`` naming the tensor.
 
 Orientation: a GGUF matrix with ggml shape [K, M] is read as a numpy (M, K) array, so a linear
 layer is ``y = x @ W.T`` exactly as ``tmac.matmul`` computes it. llama.cpp's converter permutes
@@ -16,8 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tmac.reference.ggml import BLOCK_TYPES
+
 SUPPORTED_ARCHITECTURES = ("llama",)
-SUPPORTED_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
+SUPPORTED_TYPES = tuple(BLOCK_TYPES)
+FLOAT_TYPES = ("F32", "F16", "BF16")
 MAX_DIMENSION = 1 << 24        # larger than any dimension of a real llama model
 
 # per-layer tensors: our name -> GGUF name (without the "blk.{i}." prefix)
@@ -26,6 +34,9 @@ LAYER_TENSORS = {
     "wv": "attn_v.weight", "wo": "attn_output.weight", "ffn_norm": "ffn_norm.weight",
     "w_gate": "ffn_gate.weight", "w_up": "ffn_up.weight", "w_down": "ffn_down.weight",
 }
+
+
+NORMS = ("attn_norm", "ffn_norm")
 
 
 class UnsupportedModelError(ValueError):
@@ -165,21 +176,54 @@ def check_config(c: LlamaConfig):
                                 f"{c.norm_eps} must be finite, positive")
 
 
+def raw_blocks(tensor) -> np.ndarray:
+    """A ReaderTensor's bytes as uint8 (however the gguf reader typed them)."""
+    return np.ascontiguousarray(np.asarray(tensor.data)).view(np.uint8).reshape(-1)
+
+
+def tensor_shape(tensor) -> tuple:
+    """numpy orientation of a ReaderTensor: ggml [K, M] -> (M, K)."""
+    return tuple(int(d) for d in reversed(tensor.shape))
+
+
 def dequantize_tensor(tensor) -> np.ndarray:
-    """A ReaderTensor -> float32 array in numpy orientation (rows = ggml's last dimension)."""
-    gguf = _require_gguf()
+    """A ReaderTensor -> float32 array in numpy orientation (rows = ggml's last dimension), by
+    tmac.reference.ggml (bit for bit gguf's dequantization)."""
+    from tmac.reference import ggml
+
     kind = tensor.tensor_type.name
     if kind not in SUPPORTED_TYPES:
         raise UnsupportedModelError(f"tensor {tensor.name} has unsupported type {kind}; "
                                     f"tmac reads {', '.join(SUPPORTED_TYPES)}")
-    shape = tuple(int(d) for d in reversed(tensor.shape))       # ggml [K, M] -> numpy (M, K)
-    if kind == "F32":
-        data = np.asarray(tensor.data, dtype=np.float32)
-    elif kind == "F16":
-        data = np.asarray(tensor.data, dtype=np.float16).astype(np.float32)
-    else:
-        data = gguf.quants.dequantize(np.asarray(tensor.data), tensor.tensor_type).astype(np.float32)
-    return np.ascontiguousarray(data.reshape(shape))
+    shape = tensor_shape(tensor)
+    k = shape[-1] if shape else 1
+    rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+    try:
+        decoded = ggml.decode_matrix(kind, raw_blocks(tensor), (rows, k))
+        ggml.check_finite(decoded, tensor.name)
+    except ValueError as e:
+        raise CorruptModelError(f"tensor {tensor.name} ({kind}): {e}") from None
+    block = ggml.get(kind)
+    raw = ggml.encode_matrix(kind, decoded)
+    return np.ascontiguousarray(block.dequantize(raw).reshape(shape))
+
+
+def native_tensor(tensor):
+    """A ReaderTensor in its file's own type: a QuantizedWeight (tmac.formats.ggml) for a block
+    type, a float32 array for F32/F16/BF16."""
+    from tmac.formats import FORMATS
+
+    kind = tensor.tensor_type.name
+    if kind in FLOAT_TYPES:
+        return dequantize_tensor(tensor)
+    if kind not in SUPPORTED_TYPES:
+        raise UnsupportedModelError(f"tensor {tensor.name} has unsupported type {kind}; "
+                                    f"tmac reads {', '.join(SUPPORTED_TYPES)}")
+    try:
+        return FORMATS[kind.lower()].from_blocks(raw_blocks(tensor), tensor_shape(tensor),
+                                                 where=f"tensor {tensor.name} ({kind})")
+    except ValueError as e:
+        raise CorruptModelError(str(e)) from None
 
 
 def check_header(path):
@@ -195,15 +239,16 @@ def check_header(path):
                                 f"(tmac reads {GGUF_VERSIONS})")
 
 
-def load(path) -> GGUFModel:
-    """Read ``path``: metadata, config, and every weight dequantized to float32.
+def load(path, native: bool = False) -> GGUFModel:
+    """Read ``path``: metadata, config, and every weight dequantized to float32 (``native``: the
+    linear weights in their file's own types, the embedding dequantized for the lookup).
 
     Raises UnsupportedModelError for an architecture or tensor type tmac does not run, and
     CorruptModelError (a ValueError) for a file that is truncated, damaged or inconsistent.
     """
     check_header(path)
     try:
-        return _load(path)
+        return _load(path, native)
     except (UnsupportedModelError, CorruptModelError):
         raise
     except _PARSE_ERRORS as error:
@@ -211,7 +256,7 @@ def load(path) -> GGUFModel:
                                 f"{str(error)[:200]}") from error
 
 
-def _load(path) -> GGUFModel:
+def _load(path, native=False) -> GGUFModel:
     gguf = _require_gguf()
     reader = gguf.GGUFReader(str(path))
     meta = read_metadata(reader)
@@ -223,13 +268,14 @@ def _load(path) -> GGUFModel:
         raise UnsupportedModelError(f"unsupported tensor types (tmac reads {', '.join(SUPPORTED_TYPES)}): "
                                     + ", ".join(bad[:8]) + (" ..." if len(bad) > 8 else ""))
 
-    def take(name, shape):
+    def take(name, shape, as_stored=False):
         if name not in tensors:
             raise UnsupportedModelError(f"GGUF file lacks tensor {name}")
-        array = dequantize_tensor(tensors[name])
-        if array.shape != shape:
-            raise UnsupportedModelError(f"tensor {name} has shape {array.shape}, expected {shape}")
-        if not np.isfinite(array).all():
+        if tensor_shape(tensors[name]) != shape:
+            raise UnsupportedModelError(f"tensor {name} has shape {tensor_shape(tensors[name])}, "
+                                        f"expected {shape}")
+        array = native_tensor(tensors[name]) if as_stored else dequantize_tensor(tensors[name])
+        if isinstance(array, np.ndarray) and not np.isfinite(array).all():
             raise CorruptModelError(f"tensor {name} holds NaN or Inf values")
         return array
 
@@ -237,10 +283,11 @@ def _load(path) -> GGUFModel:
     shapes = {"attn_norm": (c.dim,), "wq": (c.dim, c.dim), "wk": (c.kv_dim, c.dim),
               "wv": (c.kv_dim, c.dim), "wo": (c.dim, c.dim), "ffn_norm": (c.dim,),
               "w_gate": (c.ffn_dim, c.dim), "w_up": (c.ffn_dim, c.dim), "w_down": (c.dim, c.ffn_dim)}
-    layers = [{key: take(f"blk.{i}.{gname}", shapes[key]) for key, gname in LAYER_TENSORS.items()}
-              for i in range(c.n_layers)]
+    layers = [{key: take(f"blk.{i}.{gname}", shapes[key], native and key not in NORMS)
+               for key, gname in LAYER_TENSORS.items()} for i in range(c.n_layers)]
     embed = take("token_embd.weight", (c.vocab_size, c.dim))
     tied = "output.weight" not in tensors
-    output = embed if tied else take("output.weight", (c.vocab_size, c.dim))
+    head_name = "token_embd.weight" if tied else "output.weight"
+    output = take(head_name, (c.vocab_size, c.dim), native) if native or not tied else embed
     weights = LlamaWeights(c, embed, output, take("output_norm.weight", (c.dim,)), layers, tied, types)
     return GGUFModel(str(path), config, weights, meta)

@@ -56,10 +56,14 @@ class PreparedModel:
     def head_format(self):
         return head_format(self.format)
 
+    def matrices(self) -> list:
+        """Every linear weight (head first; a list of parts counts each part)."""
+        mats = [self.head] + [l[k] for l in self.layers for k in LINEARS]
+        return [p for m in mats for p in (m if isinstance(m, list) else [m])]
+
     def weight_bytes(self) -> int:
         """Bytes of all linear weights as stored (codes bit-packed, scales, zeros)."""
-        mats = [self.head] + [l[k] for l in self.layers for k in LINEARS]
-        return sum(m.nbytes for m in mats)
+        return sum(m.nbytes for m in self.matrices())
 
     def summary(self):
         """A ``tmac.display.Report``: each kind of linear layer with its shape, format and bytes
@@ -70,8 +74,8 @@ class PreparedModel:
         rows = []
         for name in LINEARS:
             mats = [layer[name] for layer in self.layers]
-            rows.append(_matrix_row(f"{name} x {len(mats)} layers", mats, self.format.label))
-        rows.append(_matrix_row("head", [self.head], self.head_format.label))
+            rows.append(_matrix_row(f"{name} x {len(mats)} layers", mats))
+        rows.append(_matrix_row("head", [self.head]))
         title = (f"{c.name}: {c.n_layers} layers, hidden {c.dim}, FFN {c.ffn_dim}, {c.n_heads} heads "
                  f"({c.n_kv_heads} KV), vocab {c.vocab_size}; linear weights "
                  f"{self.weight_bytes() / 1e6:.1f} MB")
@@ -89,12 +93,28 @@ SUMMARY_COLUMNS = [("matrix", "matrix", "{}"), ("shape", "shape (M x K)", "{}"),
                    ("mb", "MB", "{:.2f}")]
 
 
-def _matrix_row(label, mats, format_label):
-    """One summary row for matrices of one shape: float32 arrays or QuantizedWeights."""
-    m, k = mats[0].shape
-    nbytes = sum(w.nbytes for w in mats)
-    return {"matrix": label, "shape": f"{m} x {k}", "format": format_label,
-            "bits": 8 * nbytes / sum(w.shape[0] * w.shape[1] for w in mats), "mb": nbytes / 1e6}
+def _matrix_label(w):
+    """How one matrix is stored: "f32", or its format's label (``"Q4_K"``, ``"affine 4-bit g32"``)."""
+    if isinstance(w, np.ndarray):
+        return "f32"
+    if isinstance(w, list):
+        return " + ".join(_matrix_label(p) for p in w)
+    return w.format.label(w.bits, w.group_size, w.shape[1])
+
+
+def _matrix_row(label, mats):
+    """One summary row for matrices of one kind: float32 arrays, QuantizedWeights, or lists of
+    parts; the formats they use, counted."""
+    from collections import Counter
+
+    parts = [p for m in mats for p in (m if isinstance(m, list) else [m])]
+    m = sum(p.shape[0] for p in (mats[0] if isinstance(mats[0], list) else [mats[0]]))
+    k = parts[0].shape[1]
+    nbytes = sum(p.nbytes for p in parts)
+    labels = Counter(_matrix_label(w) for w in mats)
+    fmt = ", ".join(f"{n} x {lab}" if len(labels) > 1 else lab for lab, n in labels.items())
+    return {"matrix": label, "shape": f"{m} x {k}", "format": fmt,
+            "bits": 8 * nbytes / sum(p.shape[0] * p.shape[1] for p in parts), "mb": nbytes / 1e6}
 
 
 LINEARS = ("qkv", "o", "gate_up", "down")
@@ -146,6 +166,29 @@ def prepare(weights: LlamaWeights, fmt: ModelFormat, progress=None, matrix_forma
         progress(len(weights.layers) + 1, len(weights.layers) + 1)
     return PreparedModel(weights.config, fmt, np.ascontiguousarray(weights.embed, np.float32),
                          weights.output_norm.astype(np.float32), head, layers)
+
+
+def prepare_native(weights: LlamaWeights) -> PreparedModel:
+    """The model in its file's own types (weights from ``loader.load(native=True)``: each linear
+    a QuantizedWeight of tmac.formats.ggml, or float32 for a float type); Q/K/V and gate/up are
+    stacked where their types agree, else kept as a list of parts run one after the other."""
+    from tmac.model.formats import parse
+
+    def stacked(parts):
+        if all(isinstance(p, np.ndarray) for p in parts):
+            return np.ascontiguousarray(np.vstack(parts), np.float32)
+        if all(not isinstance(p, np.ndarray) for p in parts) and \
+                len({(p.scheme, p.bits, p.group_size) for p in parts}) == 1:
+            return stack_rows(parts)
+        return list(parts)
+
+    layers = [{"qkv": stacked([lw["wq"], lw["wk"], lw["wv"]]), "o": lw["wo"],
+               "gate_up": stacked([lw["w_gate"], lw["w_up"]]), "down": lw["w_down"],
+               "attn_norm": lw["attn_norm"].astype(np.float32),
+               "ffn_norm": lw["ffn_norm"].astype(np.float32)} for lw in weights.layers]
+    return PreparedModel(weights.config, parse("native"),
+                         np.ascontiguousarray(weights.embed, np.float32),
+                         weights.output_norm.astype(np.float32), weights.output, layers)
 
 
 def _padded64(m):
@@ -369,7 +412,14 @@ class Runtime:
             ops.add_into(v["x"], t, c.dim, v["down"])
 
     def _linear(self, name, w, xin, out, v):
-        """out[:, :M] = xin @ W.T with this runtime's matmul (a float matrix: numpy's)."""
+        """out[:, :M] = xin @ W.T with this runtime's matmul (a float matrix: numpy's; a list of
+        parts: each into its own columns, one after the other)."""
+        if isinstance(w, list):
+            at = 0
+            for part in w:
+                self._linear(name, part, xin, out[:, at:], v)
+                at += part.shape[0]
+            return
         m = w.shape[0]
         if self.matmul == "float" or isinstance(w, np.ndarray):
             np.matmul(xin, w.T, out=out[:, :m])
@@ -413,9 +463,12 @@ class Runtime:
 
         for name in LINEARS:
             mats = [l[name] for l in self.model.layers]
-            if not all(w.format.has_lut_path
+            if not all(hasattr(w, "format") and w.format.has_lut_path
                        and lut_plan(w.shape[1], w.n_groups, self._act(w)).aligned for w in mats):
                 return False
+            if not all(isinstance(w.packed.scales_t, np.ndarray)
+                       and isinstance(w.packed.zeros_t, np.ndarray) for w in mats):
+                return False                # the fused stacks hold per-group arrays only
             if len({(w.packed.scales_t.dtype, w.packed.zeros_t.dtype) for w in mats}) > 1:
                 return False
         return True

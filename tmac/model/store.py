@@ -23,7 +23,7 @@ import numpy as np
 
 from tmac.model import fetch
 from tmac.model.formats import ModelFormat, head_format
-from tmac.model.runtime import LINEARS, PreparedModel, prepare
+from tmac.model.runtime import LINEARS, PreparedModel, prepare, prepare_native
 
 STORE_VERSION = 2
 
@@ -47,6 +47,10 @@ def open_model(model: str, fmt: ModelFormat, *, use_cache: bool = True, progress
     from tmac.model.tokenizer import GGUFTokenizer
 
     path = fetch.resolve(model)
+    if fmt.is_native:                       # nothing to requantize, nothing to cache
+        g = loader.load(path, native=True)
+        return OpenModel(path, GGUFTokenizer.from_metadata(g.metadata),
+                         prepare_native(g.weights), g)
     cache_file = prepared_path(path, fmt) if use_cache and not fmt.is_float else None
     base_file = base_path(path) if cache_file is not None else None
     if cache_file is not None and cache_file.is_file() and base_file.is_file():

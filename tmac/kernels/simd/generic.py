@@ -24,7 +24,7 @@ Primitive groups (``*`` = works on both v512 and v256, chosen from the argument 
 memory                 load512/store512, load256/store256, bcast128_256, prefetch
 integer*               vand, vor, vxor, add_i32, sub_i8, srl_i16, srl_i32, sll_i32
 constants              zero512/zero256, set1_i8_512, set1_i32_512, set1_f32_512 (and _256)
-float*                 add_f32, mul_f32, sub_f32, cvt_i32_f32, max_f32, hmax4_f32
+float*                 add_f32, mul_f32, sub_f32, neg_f32, cvt_i32_f32, max_f32, hmax4_f32
 table build            store_tables4_f32, store_tables4_int8, absum4
 parameters             loadf (float32, uint8 integers, float16 bits), half_to_float
 =====================  =============================================================
@@ -41,7 +41,7 @@ __all__ = [
     "v512", "v256",
     "load512", "store512", "load256", "store256",
     "vand", "vor", "vxor", "add_i32", "sub_i8", "srl_i16", "srl_i32", "sll_i32",
-    "add_f32", "mul_f32", "sub_f32", "cvt_i32_f32",
+    "add_f32", "mul_f32", "sub_f32", "neg_f32", "cvt_i32_f32",
     "zero512", "zero256", "set1_i8_512", "set1_i32_512", "set1_f32_512",
     "set1_i8_256", "set1_i32_256", "set1_f32_256",
     "store_tables4_f32", "store_tables4_int8", "bcast128_256", "prefetch", "loadf", "half_to_float",
@@ -255,6 +255,19 @@ sll_i32.__doc__ = "sll_i32(v, n): left shift of each 32-bit lane by n (0 <= n < 
 
 
 @intrinsic
+def neg_f32(typingctx, a):
+    """neg_f32(v): float32 lanes negated (sign bit flipped: exact, -0.0 for +0.0)."""
+    if not isinstance(a, _Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vt = sig.args[0]
+        return _back(builder, builder.fneg(_as(builder, args[0], vt, _F32)), vt)
+
+    return a(a), codegen
+
+
+@intrinsic
 def cvt_i32_f32(typingctx, a):
     """cvt_i32_f32(v): int32 lanes -> float32 lanes (exact below 2**24, else round to nearest)."""
     if not isinstance(a, _Vec):
@@ -430,12 +443,12 @@ def _has_f16c(context):
 @intrinsic
 def loadf(typingctx, arr, idx, like):
     """loadf(arr, i, like) -> float32 lanes (as many as ``like``, a v512 or v256) from
-    arr.flat[i:]: a float32 array is loaded as it is, a uint8 array is taken as integers
-    (exact conversion), a uint16 array as float16 bit patterns (exact widening: vcvtph2ps
+    arr.flat[i:]: a float32 array is loaded as it is, uint8 and int8 arrays are taken as
+    integers (exact conversion), a uint16 array as float16 bit patterns (exact widening: vcvtph2ps
     where the CPU has F16C, else integer operations only). Safe on every CPU."""
     if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer) or like not in (v512, v256):
         return None
-    if arr.dtype not in (types.float32, types.uint8, types.uint16):
+    if arr.dtype not in (types.float32, types.uint8, types.int8, types.uint16):
         return None
     kind = str(arr.dtype)
     vt = like
@@ -446,15 +459,19 @@ def loadf(typingctx, arr, idx, like):
             lt = ir.VectorType(ir.IntType(64), vt.bits // 64)
             ptr = _vec_pointer(context, builder, sig.args[0], args[0], args[1], lt)
             return builder.load(ptr, align=1, typ=lt)
-        narrow = ir.VectorType(_I8 if kind == "uint8" else _I16, lanes)
+        narrow = ir.VectorType(_I16 if kind == "uint16" else _I8, lanes)
         ptr = _vec_pointer(context, builder, sig.args[0], args[0], args[1], narrow)
         loaded = builder.load(ptr, align=1, typ=narrow)
+        f32s = ir.VectorType(_F32, lanes)
+        if kind == "int8":
+            return _back(builder, builder.sitofp(builder.sext(loaded, ir.VectorType(_I32, lanes)),
+                                                 f32s), vt)
         if kind == "uint16" and _has_f16c(context):      # one vcvtph2ps instead of ~10 ops
             halves = builder.bitcast(loaded, ir.VectorType(ir.HalfType(), lanes))
-            return _back(builder, builder.fpext(halves, ir.VectorType(_F32, lanes)), vt)
+            return _back(builder, builder.fpext(halves, f32s), vt)
         wide = builder.zext(loaded, ir.VectorType(_I32, lanes))
         if kind == "uint8":
-            return _back(builder, builder.uitofp(wide, ir.VectorType(_F32, lanes)), vt)
+            return _back(builder, builder.uitofp(wide, f32s), vt)
         return _back(builder, _half_bits_to_float(builder, wide), vt)
 
     return vt(arr, idx, like), codegen
