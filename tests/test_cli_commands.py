@@ -92,3 +92,27 @@ def test_progress_bar_is_quiet_when_not_a_terminal(capsys):
             advance()
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.strip() == ""
+
+
+MISSING_MODEL_EXTRA = """
+import sys
+sys.modules["gguf"] = None             # as after a plain `pip install .`
+sys.modules["tokenizers"] = None
+from tmac.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("command", [["perplexity", "--model", "x.gguf"],
+                                     ["generate", "--model", "x.gguf", "hello"]])
+def test_missing_model_extra_is_one_line_naming_the_checkout(command, tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "x.gguf").write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + bytes(40))
+    done = subprocess.run([sys.executable, "-c", MISSING_MODEL_EXTRA, *command], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    line = done.stderr.strip()
+    assert len(line.splitlines()) == 1 and '"model" extra' in line
+    assert "[model]" in line and 'pip install "tmac[model]"' not in line

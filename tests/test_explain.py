@@ -62,3 +62,24 @@ def test_explain_rejects_bad_input(kwargs, error, name):
     args.update(kwargs)
     with pytest.raises(error, match=name):
         tmac.explain(qw, **args)
+
+
+def test_explanation_shows_once_everywhere_and_leaks_nothing():
+    """One rendering per place: the rich text in a terminal's repr (no dataclass dump), one
+    MIME bundle (HTML with its text fallback) in Jupyter; no file left open."""
+    import gc
+    import warnings
+
+    rng = np.random.default_rng(4)
+    qw = tmac.quantize(rng.standard_normal((8, 32)).astype(np.float32), bits=3, group_size=16)
+    x = rng.standard_normal(32).astype(np.float32)
+    for e in (tmac.explain(qw, x, 2),
+              tmac.explain(tmac.quantize(rng.standard_normal((8, 32)).astype(np.float32),
+                                         group_size=16, scheme="e2m1"), x, 2)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            text = repr(e)
+            bundle = e._repr_mimebundle_()
+            gc.collect()
+        assert "y[2] =" in text and "Explanation(" not in text and "array(" not in text
+        assert set(bundle) == {"text/html", "text/plain"} and "<html" in bundle["text/html"].lower()

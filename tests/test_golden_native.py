@@ -45,7 +45,7 @@ def test_native_port_passes_every_case(program, exported):
         checked = int(line.split(": ")[1].split()[0])
         # every stage it can compute is checked (not input.*, quantize.*, or the parameters)
         skipped = [t for t in case["tensors"] if t.startswith(("input.", "quantize."))
-                   or t in ("m0e4.a", "m0e4.b", "e2m1.scales", "affine.offsets")]
+                   or t in ("m0e4.a", "m0e4.b", "e2m1.scales", "affine.offsets", "ggml.blocks")]
         assert checked == len(case["tensors"]) - len(skipped), line
     assert f"{len(manifest['cases'])} cases, 0 failed" in result.stdout
 

@@ -72,9 +72,11 @@ def test_loader_reads_config_and_every_tensor_type(model, tiny_path):
 
 
 def test_loader_names_unsupported_types_and_architectures(tmp_path):
-    bad = tiny.write_tiny_llama(tmp_path / "q5.gguf", types={"attn_v.weight": "Q5_0"})
-    with pytest.raises(loader.UnsupportedModelError, match=r"blk\.0\.attn_v\.weight \(Q5_0\)"):
+    bad = tiny.write_tiny_llama(tmp_path / "iq4.gguf", types={"attn_v.weight": "IQ4_NL"})
+    with pytest.raises(loader.UnsupportedModelError, match=r"blk\.0\.attn_v\.weight \(IQ4_NL\)"):
         loader.load(bad)
+    with pytest.raises(loader.UnsupportedModelError, match=r"IQ4_NL"):
+        loader.load(bad, native=True)
     other = tiny.write_tiny_llama(tmp_path / "gpt2.gguf", architecture="gpt2")
     with pytest.raises(loader.UnsupportedModelError, match="unsupported architecture 'gpt2'"):
         loader.load(other)
@@ -409,12 +411,14 @@ def test_open_model_caches_prepared_weights(tmp_path, monkeypatch, tiny_path):
 def test_formats_are_named_the_same_everywhere():
     from tmac.formats import FORMATS as WEIGHT_FORMATS
 
-    assert formats.FORMATS[:9] == ("f32", "w8", "w7", "w6", "w5", "w4", "w3", "w2", "w1")
+    assert formats.FORMATS[:10] == ("native", "f32", "w8", "w7", "w6", "w5", "w4", "w3", "w2", "w1")
     assert {"ternary", "m0e4", "sym3", "asym4", "e2m1"} <= set(formats.FORMATS)
     assert formats.parse("w4").scheme == "affine" and formats.parse("w4").group_size == 32
     # every format of the table, at every width, has a model format name
-    reachable = {(f.scheme, f.bits) for f in map(formats.parse, formats.FORMATS[1:])}
-    assert reachable == {(fmt.name, b) for fmt in WEIGHT_FORMATS.values() for b in fmt.widths}
+    # every requantizing format of the table, at every width, has a model format name
+    reachable = {(f.scheme, f.bits) for f in map(formats.parse, formats.FORMATS[2:])}
+    assert reachable == {(fmt.name, b) for fmt in WEIGHT_FORMATS.values() if fmt.requantizes
+                         for b in fmt.widths}
     assert formats.parse("w3", sym=True).scheme == "sym"
     assert formats.head_format(formats.parse("w2")).name == "w8"          # the default head
     assert formats.head_format(formats.parse("w2", head="same")).name == "w2"

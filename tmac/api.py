@@ -26,6 +26,7 @@ def quantize(w, bits=None, group_size=128, scheme="asym"):
     Returns an immutable QuantizedWeight. Raises TypeError/ValueError naming the bad argument.
     """
     w = validation.float_array("w", w, ndims=(2,))
+    validation.no_overflow("w", w, 2, "a group's scale, (max - min) / steps")
     fmt = FORMATS[validation.choice("scheme", scheme, tuple(FORMATS))]
     m, k = w.shape
     validation.check_memory("w", w.size * QUANTIZE_BYTES_PER_WEIGHT)
@@ -77,6 +78,7 @@ def dequant_matmul(qw, x, *, backend=BACKENDS_AUTO, threads=None):
 def _activations(x, k):
     """x (K,) or (N, K) -> ((N, K) float32 C-contiguous, whether to return 1-D)."""
     x = validation.float_array("x", x, ndims=(1, 2))
+    validation.no_overflow("x", x, x.shape[-1], "the lookup tables' and the blocks' sums")
     if x.shape[-1] != k:
         raise ValueError(f"x must have K={k} elements in its last axis to match qw, got shape {x.shape}")
     return (x[None, :], True) if x.ndim == 1 else (x, False)

@@ -6,6 +6,7 @@ import pkgutil
 import sys
 
 import tmac.commands
+from tmac.extras import MissingExtra
 
 
 def build_parser():
@@ -22,7 +23,7 @@ def main(argv=None):
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args) or 0
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, MissingExtra) as error:
         print(f"tmac {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -109,17 +109,40 @@ class Explanation:
         return Group(self._tables_view(max_groups), self._lookups_view(max_groups), note,
                      self._blocks_view(), Text(self.summary(), style="bold"))
 
+    def __repr__(self):
+        return _text(self)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return _bundle(self)
+
     def _repr_html_(self):
         return _html(self)
 
 
-def _html(renderable):
-    """A rich renderable as inline-styled HTML (recorded on a string buffer, nothing printed)."""
+def _console():
     from rich.console import Console
 
-    console = Console(record=True, width=140, file=io.StringIO())
+    return Console(record=True, width=140, file=io.StringIO(), color_system=None)
+
+
+def _text(renderable):
+    """The rich rendering as plain text: what a terminal's repr shows."""
+    console = _console()
+    console.print(renderable)
+    return console.export_text().rstrip("\n")
+
+
+def _html(renderable):
+    """A rich renderable as inline-styled HTML (recorded on a string buffer, nothing printed)."""
+    console = _console()
     console.print(renderable)
     return console.export_html(inline_styles=True)
+
+
+def _bundle(renderable):
+    """One display for Jupyter: the HTML rendering, with the text one as its plain fallback
+    (only one of them is shown, so the explanation appears once)."""
+    return {"text/html": _html(renderable), "text/plain": _text(renderable)}
 
 
 @dataclass(frozen=True)
@@ -158,6 +181,12 @@ class DequantExplanation:
                       f"{self.products[k]:.6g}", f"{self.running[k]:.6g}")
         note = Text(f"(showing {shown} of {len(self.codes)} terms)", style="dim")
         return Group(t, note, Text(self.summary(), style="bold"))
+
+    def __repr__(self):
+        return _text(self)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return _bundle(self)
 
     def _repr_html_(self):
         return _html(self)

@@ -10,6 +10,7 @@ int-to-float, E2M1 table) and the 4-bit LUT kernel on the same shape, median wal
 
 import numpy as np
 
+from tmac.extras import MissingExtra, hint
 from tmac.metrics import nmse
 from tmac.reference import e2m1, m0e4, quantize
 
@@ -128,7 +129,7 @@ def plot(rows, path):
     try:
         import matplotlib
     except ImportError as error:                      # pragma: no cover - optional extra
-        raise ValueError("--plot needs matplotlib: pip install 'tmac[fp4]'") from error
+        raise MissingExtra(hint("fp4", "--plot")) from error
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

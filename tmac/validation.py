@@ -51,6 +51,19 @@ def float_array(name, value, ndims):
     return converted
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def no_overflow(name, array, terms, where):
+    """Refuse values so large that summing ``terms`` of them overflows float32 in ``where``
+    (an infinity would become NaN outputs or parameters without a word)."""
+    largest = float(np.abs(array).max())
+    if largest * terms >= FLOAT32_MAX:
+        raise ValueError(f"{name} holds values up to {largest:.3g}: {terms} of them overflow "
+                         f"float32 in {where}; scale {name} down (|{name}| * {terms} must stay "
+                         f"below {FLOAT32_MAX:.3g})")
+
+
 def integer(name, value):
     """A plain Python int (bools and floats refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -25,10 +25,11 @@ def warm_formats():
     from tmac.registry import OPS
 
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 64)).astype(np.float32)
     done = {}
     for fmt in FORMATS.values():
-        qw = fmt.random(70, 64, min(fmt.widths[-1], 4), 32, rng)
+        k = max(64, fmt.k_multiple)
+        x = rng.standard_normal((2, k)).astype(np.float32)
+        qw = fmt.random(70, k, min(fmt.widths[-1], 4) if len(fmt.widths) > 1 else None, 32, rng)
         tmac.matmul(qw, x)
         tmac.dequant_matmul(qw, x)
         for op in fmt.ops:

@@ -52,7 +52,7 @@ def run(args):
     sys.stdout.write("\n")
     sys.stdout.flush()
     path = "fused" if rt.fused else "per-layer"
-    say(f"[{fmt.label}, {args.matmul} {path}, threads={args.threads or 'all'}] "
+    say(f"[{fmt.label}, {rt.matmul} {path}, threads={args.threads or 'all'}] "
         f"prefill {result.prompt_tokens} tokens: {result.prefill_tps:.1f} tok/s | "
         f"decode {result.decode_tokens} tokens: {result.decode_tps:.1f} tok/s | stop: {result.stopped}")
     return 0

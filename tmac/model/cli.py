@@ -32,8 +32,9 @@ def say(message):
 
 def open_model(args, fmt_name=None, quiet=False):
     """(OpenModel, ModelFormat) for parsed args, with a progress bar while quantizing."""
-    from tmac.model import formats, store
+    from tmac.model import formats, loader, store
 
+    loader.require_extra()                # a missing extra: one line, before anything else
     fmt = formats.parse(fmt_name or args.format, args.group_size, args.sym, head=args.head)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")

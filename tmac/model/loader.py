@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tmac.extras import MissingExtra, hint
 from tmac.reference.ggml import BLOCK_TYPES
 
 SUPPORTED_ARCHITECTURES = ("llama",)
@@ -54,11 +55,21 @@ _PARSE_ERRORS = (ValueError, IndexError, KeyError, TypeError, OverflowError, Uni
                  AssertionError, struct.error)
 
 
+def require_extra():
+    """MissingExtra (one line: how to add it) unless gguf, tokenizers and jinja2 import."""
+    _require_gguf()
+    for module in ("tokenizers", "jinja2"):
+        try:
+            __import__(module)
+        except ImportError:
+            raise MissingExtra(hint("model", "running a model")) from None
+
+
 def _require_gguf():
     try:
         import gguf
     except ImportError:
-        raise ImportError('reading GGUF files needs the "model" extra: pip install "tmac[model]"') from None
+        raise MissingExtra(hint("model", "reading GGUF files")) from None
     return gguf
 
 

@@ -303,6 +303,10 @@ class Runtime:
             raise ValueError(f"matmul must be one of {MATMULS}, got {matmul!r}")
         self.matmul = "float" if model.format.is_float else matmul
         self.max_ctx, self.max_seq = int(max_ctx), max(1, min(int(max_seq), int(max_ctx)))
+        if not 1 <= self.max_ctx <= c.context_length:
+            raise ValueError(f"context {self.max_ctx} is outside what {c.name} supports "
+                             f"(1..{c.context_length} tokens, its context_length)")
+        self._check_memory()
         self.cache = KVCache(c.n_layers, c.n_kv_heads, c.head_dim, self.max_ctx)
         self.cos, self.sin = rope_tables(self.max_ctx, c.rope_dim, c.rope_base)
         can_fuse = (self.matmul == "lut" and dispatch.choose("lut_int8", isa) == "avx512"
@@ -321,6 +325,17 @@ class Runtime:
                                      if any("past_len" in Expr.lift(d).symbols for d in t.shape))
         self._views = {}
         self.ids = np.zeros(self.max_seq, np.int64)
+
+    def _check_memory(self):
+        """Refuse, before allocating, a KV cache and logits that cannot fit in memory."""
+        from tmac import validation
+
+        c = self.config
+        kv = 2 * c.n_layers * c.n_kv_heads * self.max_ctx * c.head_dim * 4
+        logits = self.max_seq * (-(-c.vocab_size // 64) * 64) * 4
+        scores = c.n_heads * self.max_seq * self.max_ctx * 4
+        validation.check_memory("the context", kv + logits + scores,
+                                f"KV cache and buffers for {self.max_ctx} tokens")
 
     # ------------------------------------------------------------------ state
     @property

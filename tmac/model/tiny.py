@@ -4,7 +4,8 @@
 
 It exercises everything a real file does: llama metadata, a GPT-2 style vocabulary with merges
 and control tokens (``<|im_start|>``, ``<|im_end|>``), a ChatML chat template, and weights in
-every tensor type tmac reads (F32, F16, Q8_0, Q4_0, Q4_1). Dimensions are multiples of 64 so
+several tensor types (F32, F16, Q8_0, Q4_0, Q4_1 by default; ``types`` picks any GGML type,
+quantized by tmac.reference.ggml, or random bytes for a type tmac does not read). Dimensions are multiples of 64 so
 that the fused runtime path runs too. Needs the ``model`` extra (gguf).
 """
 from __future__ import annotations
@@ -42,11 +43,13 @@ def vocabulary():
 
 
 def write_tiny_llama(path, seed=0, n_layers=2, dim=64, ffn_dim=128, n_heads=4, n_kv_heads=2,
-                     context_length=256, types=None, architecture="llama"):
+                     context_length=2048, types=None, architecture="llama"):
     """Write the model; ``types`` {tensor-name suffix: GGML type name} overrides the default
     mix. Returns ``path``."""
     import gguf
     from gguf import GGMLQuantizationType as T
+
+    from tmac.reference.ggml import BLOCK_TYPES
 
     rng = np.random.default_rng(seed)
     tokens, token_types, merges = vocabulary()
@@ -87,9 +90,15 @@ def write_tiny_llama(path, seed=0, n_layers=2, dim=64, ffn_dim=128, n_heads=4, n
             w.add_tensor(name, array)
         elif kind == "F16":
             w.add_tensor(name, array.astype(np.float16))
-        else:
+        elif kind in BLOCK_TYPES:                       # tmac's own quantizer of the type
             qtype = getattr(T, kind)
-            w.add_tensor(name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+            raw = BLOCK_TYPES[kind].quantize(array.reshape(-1)).reshape(array.shape[0], -1)
+            w.add_tensor(name, raw, raw_dtype=qtype)
+        else:                                           # a type tmac does not read: its size
+            qtype = getattr(T, kind)
+            block, size = gguf.GGML_QUANT_SIZES[qtype]
+            raw = rng.integers(0, 256, (array.shape[0], array.shape[1] // block * size), np.uint8)
+            w.add_tensor(name, raw, raw_dtype=qtype)
 
     def mat(m, k, scale=None):
         return rng.standard_normal((m, k)).astype(np.float32) * np.float32(scale or k ** -0.5)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tmac.extras import MissingExtra, hint
+
 CONTROL, USER_DEFINED = 3, 4
 PRE_TOKENIZERS = ("smollm", "gpt2", "default")
 
@@ -47,7 +49,7 @@ class GGUFTokenizer:
         try:
             from tokenizers import AddedToken, Tokenizer, decoders, models
         except ImportError:
-            raise ImportError('the tokenizer needs the "model" extra: pip install "tmac[model]"') from None
+            raise MissingExtra(hint("model", "the tokenizer")) from None
         kind = meta.get("tokenizer.ggml.model")
         if kind != "gpt2":
             raise ValueError(f"unsupported tokenizer model {kind!r}: tmac reads byte-level BPE ('gpt2')")
@@ -93,7 +95,7 @@ class GGUFTokenizer:
         try:
             from jinja2.sandbox import ImmutableSandboxedEnvironment
         except ImportError:
-            raise ImportError('chat templates need the "model" extra: pip install "tmac[model]"') from None
+            raise MissingExtra(hint("model", "chat templates")) from None
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
         def raise_exception(message):

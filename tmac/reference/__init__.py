@@ -16,11 +16,13 @@ Read the modules in this order:
 7. ``e2m1``           -- OCP FP4 E2M1 (MXFP4/NVFP4 elements) with a per-group scale
 8. ``affine``         -- w = scale * code + float offset (llama.cpp's Q4_1 form), 1 to 8 bits,
                          float16 parameters; its own LUT epilogue
+9. ``ggml``           -- llama.cpp's block types (Q8_0, Q4_0 ... Q6_K, TQ1_0, TQ2_0, F16, BF16):
+                         block layouts, decode/encode, dequantization equal to gguf's
 
 After installation this package is ``tmac.reference``.
 """
 
-from . import affine, bitplanes, dequant_matmul, e2m1, lut_matmul, m0e4, quantize, tables
+from . import affine, bitplanes, dequant_matmul, e2m1, ggml, lut_matmul, m0e4, quantize, tables
 
-__all__ = ["affine", "bitplanes", "dequant_matmul", "e2m1", "lut_matmul", "m0e4", "quantize",
-           "tables"]
+__all__ = ["affine", "bitplanes", "dequant_matmul", "e2m1", "ggml", "lut_matmul", "m0e4",
+           "quantize", "tables"]
