@@ -117,3 +117,19 @@ def test_affine_groups_of_32_reproduce_every_q4_1_tensor_bit_for_bit(gg):
             assert np.array_equal(back.view(np.uint32), w.view(np.uint32)), (i, name)
             checked += 1
     assert checked == 210
+
+
+def test_native_runs_the_files_types_within_half_a_percent_of_f32(gg, tok):
+    """--format native (Q4_1 layers, Q8_0 head, as stored): perplexity within 0.5 % of the same
+    file dequantized to float32 (the int8 activation tables are the only difference)."""
+    from tmac.model import loader, texts
+
+    native = loader.load(fetch.cached_path("smollm2"), native=True)
+    assert {w.scheme for l in native.weights.layers for w in (l["wq"], l["w_down"])} == {"q4_1"}
+    assert native.weights.output.scheme == "q8_0"
+    ids = tok.encode(texts.read())[:4 * 256]
+    f32 = generate.perplexity(runtime.Runtime(runtime.prepare(gg.weights, formats.parse("f32")),
+                                              max_ctx=256, max_seq=256), ids, 256).perplexity
+    ours = generate.perplexity(runtime.Runtime(runtime.prepare_native(native.weights),
+                                               max_ctx=256, max_seq=256), ids, 256).perplexity
+    assert ours / f32 < 1.005, (ours, f32)

@@ -43,6 +43,7 @@ def run(args):
     if len(ids) >= ctx:
         raise ValueError(f"the prompt has {len(ids)} tokens; the context holds {ctx}")
     rt = Runtime(om.model, max_ctx=ctx, max_seq=min(len(ids), 512), matmul=args.matmul,
+                 lut=args.lut,
                  threads=args.threads)
     rt.forward(ids[:1])                 # compile / load the kernels before timing
     if not args.chat:

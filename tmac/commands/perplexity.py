@@ -38,6 +38,7 @@ def run(args):
     if args.max_chunks:
         ids = ids[:args.max_chunks * args.ctx]
     rt = Runtime(om.model, max_ctx=args.ctx, max_seq=args.ctx, matmul=args.matmul,
+                 lut=args.lut,
                  threads=args.threads)
     r = perplexity(rt, ids, args.ctx,
                    progress=lambda c, n, ppl: say(f"  chunk {c}/{n}: running perplexity {ppl:.4f}"))

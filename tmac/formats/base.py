@@ -175,6 +175,18 @@ class Format:
                 raise ValueError(f"params {name} must be finite")
         return qw.params
 
+    def stack(self, parts):
+        """Weights of this format with equal K, bits and group size -> one with their rows
+        stacked (each part keeps exactly its own codes and parameters)."""
+        first = parts[0]
+        params = None
+        if first.params is not None:
+            params = tuple(np.vstack([p.params[i] for p in parts]) for i in range(len(first.params)))
+        return type(first)(np.vstack([p.codes for p in parts]),
+                               np.vstack([p.scales for p in parts]),
+                               np.vstack([p.zeros for p in parts]), first.bits, first.group_size,
+                               first.scheme, params=params)
+
     def nbytes(self, qw) -> int:
         """What the weight holds: the kernel layout (codes at b bits, parameters in their
         storage dtype, rows padded to 64) where it has one, else bit-packed codes, float32

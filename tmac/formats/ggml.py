@@ -141,6 +141,11 @@ class _BlockFormat(Format):
                 fields["m"] = rows(p.zeros_t, np.uint16).view(np.float16)[:, ::per][:, :nb]
         return _ggml.Decoded.from_fields(self.type_name, **fields)
 
+    def stack(self, parts):
+        """Rows stacked through the blocks themselves (the same bytes, one tensor)."""
+        return self.from_blocks(np.vstack([self.blocks(p) for p in parts]),
+                                (sum(p.shape[0] for p in parts), parts[0].shape[1]))
+
     def blocks(self, qw):
         """The weight's GGML bytes (M, K // block_size * type_size) uint8, as in a file."""
         return _ggml.encode_matrix(self.type_name, self.decoded(qw))

@@ -22,6 +22,8 @@ def add_model_arguments(p, formats=True):
     p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
     p.add_argument("--matmul", default="lut", choices=("lut", "dequant"),
                    help="lut: tmac's table-lookup kernels (default); dequant: the baseline")
+    p.add_argument("--lut", default="int8", choices=("int8", "float32"),
+                   help="lookup tables: int8 (T-MAC's, default) or float32 (exact, slower)")
     p.add_argument("--no-cache", action="store_true",
                    help="requantize now instead of reusing the cached quantized weights")
 

@@ -128,17 +128,10 @@ def stack_rows(parts):
     row), so stacking after quantizing gives each part exactly its own codes: Q, K and V (and
     gate and up) then share one table build and one kernel call.
     """
-    from tmac.formats import QuantizedWeight
-
     first = parts[0]
     for p in parts[1:]:
         if (p.shape[1], p.bits, p.group_size, p.scheme) != (first.shape[1], first.bits,
                                                            first.group_size, first.scheme):
             raise ValueError(f"stack_rows: parts must share K, bits, group size and scheme; got "
                              f"{first!r} and {p!r}")
-    params = None
-    if first.params is not None:             # e.g. m0e4's native (a, b) per group
-        params = tuple(np.vstack([p.params[i] for p in parts]) for i in range(len(first.params)))
-    return QuantizedWeight(np.vstack([p.codes for p in parts]), np.vstack([p.scales for p in parts]),
-                           np.vstack([p.zeros for p in parts]), first.bits, first.group_size,
-                           first.scheme, params=params)
+    return first.format.stack(parts)

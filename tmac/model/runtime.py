@@ -285,6 +285,8 @@ class Runtime:
                 "reference" (tmac's numpy specification; slow) -- quantized formats only
     threads     Numba threads (None: Numba's setting)
     fused       None (automatic), True (require) or False (per-layer path)
+    lut         "int8" (T-MAC's quantized tables, the default) or "float32" (exact tables: no
+                table error, per-layer path, slower)
     act_group_size  activations per int8 table scale (ACT_GROUP_SIZE; where it does not nest
                 with a matrix's weight group, that matrix uses its weight group; None: always
                 the weight group, as tmac.matmul's default)
@@ -292,10 +294,14 @@ class Runtime:
 
     def __init__(self, model: PreparedModel, max_ctx: int = 512, max_seq: int = 128,
                  matmul: str = "lut", threads: int | None = None, fused: bool | None = None,
-                 isa: str | None = None, act_group_size: int | None = ACT_GROUP_SIZE):
+                 isa: str | None = None, act_group_size: int | None = ACT_GROUP_SIZE,
+                 lut: str = "int8"):
         from tmac.kernels import dispatch
+        from tmac.reference.lut_matmul import LUT_MODES
 
-        self.act_group_size = act_group_size
+        if lut not in LUT_MODES:
+            raise ValueError(f"lut must be one of {LUT_MODES}, got {lut!r}")
+        self.act_group_size, self.lut = act_group_size, lut
 
         c = self.config = model.config
         self.model, self.threads, self.isa = model, threads, isa
@@ -309,7 +315,8 @@ class Runtime:
         self._check_memory()
         self.cache = KVCache(c.n_layers, c.n_kv_heads, c.head_dim, self.max_ctx)
         self.cos, self.sin = rope_tables(self.max_ctx, c.rope_dim, c.rope_base)
-        can_fuse = (self.matmul == "lut" and dispatch.choose("lut_int8", isa) == "avx512"
+        can_fuse = (self.matmul == "lut" and lut == "int8"
+                    and dispatch.choose("lut_int8", isa) == "avx512"
                     and c.dim % 16 == 0 and c.ffn_dim % 16 == 0 and self._plans_aligned())
         if fused and not can_fuse:
             raise ValueError("the fused path needs a quantized format on the LUT kernels, an "
@@ -449,7 +456,7 @@ class Runtime:
             from tmac import kernels
 
             out[:, :m] = kernels.lut_matmul(w.packed, None, None, w.bits, xin, self._act(w),
-                                            "int8", isa=self.isa)
+                                            self.lut, isa=self.isa)
         elif self.matmul == "lut":                   # a format without a LUT path (e2m1)
             import tmac
 
@@ -461,7 +468,8 @@ class Runtime:
         elif w.format.has_lut_path:
             import tmac
 
-            out[:, :m] = tmac.matmul(w, xin, backend="reference", act_group_size=self._act(w))
+            out[:, :m] = tmac.matmul(w, xin, backend="reference", act_group_size=self._act(w),
+                                     lut=self.lut)
         else:
             import tmac
 
