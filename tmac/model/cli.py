@@ -42,6 +42,13 @@ def open_model(args, fmt_name=None, quiet=False):
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if not quiet:
         say(f"loading {args.model} as {fmt.label} ...")
+    om = store.open_model(args.model, fmt, use_cache=not args.no_cache,
+                           progress=progress_bar(f"quantizing to {fmt.name}", quiet))
+    return om, fmt
+
+
+def progress_bar(label, quiet=False):
+    """A ``progress(done, total)`` callback drawing a transient bar on stderr (none when quiet)."""
     bar = None
 
     def progress(done, total):
@@ -53,13 +60,12 @@ def open_model(args, fmt_name=None, quiet=False):
 
             bar = Progress(transient=True, console=_stderr_console())
             bar.start()
-            bar.task = bar.add_task(f"quantizing to {fmt.name}", total=total)
+            bar.task = bar.add_task(label, total=total)
         bar.update(bar.task, completed=done)
         if done == total:
             bar.stop()
 
-    om = store.open_model(args.model, fmt, use_cache=not args.no_cache, progress=progress)
-    return om, fmt
+    return progress
 
 
 def _stderr_console():
