@@ -29,6 +29,7 @@ import numpy as np
 
 from tmac import validation
 from tmac.display import Report
+from tmac.kernels.bandwidth import last_level_cache_bytes
 from tmac.validation import parse_shape
 
 SHAPES = ("4096x4096", "11008x4096", "4096x11008")
@@ -63,19 +64,6 @@ def set_blas_threads(n: int) -> bool:
         return False
     setter(ctypes.c_int(n))
     return True
-
-
-def last_level_cache_bytes() -> int:
-    """Size of the largest CPU cache (Linux sysfs), or 64 MiB if unknown."""
-    best = 0
-    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
-        try:
-            text = open(path).read().strip()
-            mult = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1], 1)
-            best = max(best, int(text.rstrip("KMG")) * mult)
-        except (OSError, ValueError):
-            continue
-    return best or 64 * 1024**2
 
 
 # ----------------------------------------------------------------------------- timing

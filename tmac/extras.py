@@ -6,7 +6,9 @@ hint names the checkout: ``pip install ".[model]"`` run in it, or the path to it
 from pathlib import Path
 
 PACKAGES = {"model": "gguf, tokenizers, jinja2", "golden": "safetensors",
-            "fp4": "ml_dtypes, matplotlib", "notebooks": "nbclient, nbformat, ipykernel, matplotlib"}
+            "fp4": "ml_dtypes, matplotlib", "notebooks": "nbclient, nbformat, ipykernel, matplotlib",
+            "llamacpp": "llama-cpp-python 0.3.36, built from source: a C/C++ compiler and cmake, "
+                        "~10 minutes"}
 
 
 def checkout() -> str:

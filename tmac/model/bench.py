@@ -28,9 +28,12 @@ def add_parser(subparsers):
                                             "format, 1 and 2 threads, and the dequant baseline")
     add_model_arguments(p, formats=False)
     p.set_defaults(threads=None)
-    p.add_argument("--formats", nargs="+", default=list(DEFAULT_FORMATS),
+    p.add_argument("--formats", nargs="+", default=None,
                    help="formats; NAME:dequant runs the dequantize-then-multiply baseline "
-                        f"(default: {' '.join(DEFAULT_FORMATS)})")
+                        f"(default: {' '.join(DEFAULT_FORMATS)}; with --vs-llamacpp: native)")
+    p.add_argument("--vs-llamacpp", action="store_true",
+                   help="llama.cpp on the same GGUF file beside tmac, with the machine's read "
+                        "bandwidth (needs the llamacpp extra)")
     p.add_argument("--thread-counts", nargs="+", type=int, default=[1, 2], help="default 1 2")
     p.add_argument("--prompt", type=int, default=64, help="prefill tokens (default 64)")
     p.add_argument("--decode", type=int, default=128, help="decode tokens (default 128)")
@@ -41,25 +44,32 @@ def add_parser(subparsers):
     p.set_defaults(run=run)
 
 
-def measure(rt, prompt_ids, n_decode, repeat):
-    """(prefill tokens/s, decode tokens/s), medians over ``repeat`` runs after a warm-up."""
-    pre, dec = [], []
-    for r in range(repeat + 1):
-        rt.reset()
-        start = time.perf_counter()
-        rt.forward(prompt_ids)
-        t_pre = time.perf_counter() - start
-        rt.reset()
-        rt.forward(prompt_ids[:1])
-        token = [int(prompt_ids[1])]
-        start = time.perf_counter()
-        for _ in range(n_decode):
-            rt.forward(token)
-        t_dec = time.perf_counter() - start
-        if r:                                   # run 0 is the warm-up
-            pre.append(len(prompt_ids) / t_pre)
-            dec.append(n_decode / t_dec)
-    return statistics.median(pre), statistics.median(dec)
+def measure_once(rt, prompt_ids, n_decode):
+    """(prefill tokens/s, decode tokens/s) of one run: ``prompt_ids`` from an empty cache, then
+    ``n_decode`` one-token steps after one token of context."""
+    rt.reset()
+    start = time.perf_counter()
+    rt.forward(prompt_ids)
+    t_pre = time.perf_counter() - start
+    rt.reset()
+    rt.forward(prompt_ids[:1])
+    token = [int(prompt_ids[1])]
+    start = time.perf_counter()
+    for _ in range(n_decode):
+        rt.forward(token)
+    t_dec = time.perf_counter() - start
+    return len(prompt_ids) / t_pre, n_decode / t_dec
+
+
+def measure(runtimes, prompt_ids, n_decode, repeat):
+    """[(prefill tokens/s, decode tokens/s)] per runtime: medians over ``repeat`` runs after one
+    warm-up run each (compilation, caches). The runtimes take turns, run by run, so that a
+    machine's drift (another process, the clock) touches them alike."""
+    for rt in runtimes:
+        measure_once(rt, prompt_ids, n_decode)
+    runs = [[measure_once(rt, prompt_ids, n_decode) for rt in runtimes] for _ in range(repeat)]
+    return [(statistics.median(run[i][0] for run in runs),
+             statistics.median(run[i][1] for run in runs)) for i in range(len(runtimes))]
 
 
 def quality(args, om, matmul):
@@ -77,6 +87,10 @@ def quality(args, om, matmul):
 
 
 def run(args):
+    if args.vs_llamacpp:
+        from tmac.model import versus
+
+        return versus.run(args)
     import numpy as np
 
     from tmac.model.cli import open_model, say
@@ -92,7 +106,7 @@ def run(args):
     if not args.no_perplexity:
         om, _ = open_model(args, "f32", quiet=True)
         f32_ppl = quality(args, om, "float")
-    for spec in args.formats:
+    for spec in args.formats or DEFAULT_FORMATS:
         name, _, matmul = spec.partition(":")
         matmul = matmul or ("float" if name == "f32" else args.matmul)
         om, fmt = open_model(args, name, quiet=args.output == "json")
@@ -107,7 +121,7 @@ def run(args):
             rt = Runtime(om.model, max_ctx=args.prompt + args.decode + 1,
                          max_seq=args.prompt, matmul="lut" if matmul == "float" else matmul,
                          threads=threads)
-            pre, dec = measure(rt, prompt, args.decode, args.repeat)
+            (pre, dec), = measure([rt], prompt, args.decode, args.repeat)
             row = {"format": fmt.label, "matmul": matmul,
                    "path": "fused" if rt.fused else "per-layer",
                    "bits_per_weight": round(8 * nbytes / n_weights, 3),
