@@ -10,6 +10,9 @@ zeros, float16 affine parameters, else float32). Not the kernel layout, which is
 load: a kernel layout change never meets a stale file. A "base" entry per
 GGUF file keeps the metadata (vocabulary and merges included), the embedding and the norms, so
 that opening a prepared format does not parse the GGUF again.
+
+Opening an entry touches its mtime (the time of last use); with a size limit (``tmac cache
+limit``, ``tmac.cache``) writing an entry evicts the least recently used ones.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tmac import cache
 from tmac.model import fetch
 from tmac.model.formats import ModelFormat, head_format
 from tmac.model.runtime import LINEARS, PreparedModel, prepare, prepare_native
@@ -57,6 +61,7 @@ def open_model(model: str, fmt: ModelFormat, *, use_cache: bool = True, progress
         try:
             meta, weights = load_base(base_file)
             prepared = load_prepared(cache_file, weights, fmt)
+            cache.touch(cache_file, base_file)
             return OpenModel(path, GGUFTokenizer.from_metadata(meta), prepared, None)
         except (OSError, ValueError, KeyError):
             pass
@@ -66,14 +71,19 @@ def open_model(model: str, fmt: ModelFormat, *, use_cache: bool = True, progress
     if cache_file is not None and cache_file.is_file():
         try:
             prepared = load_prepared(cache_file, g.weights, fmt)
+            cache.touch(cache_file)
         except (OSError, ValueError, KeyError):
             prepared = None
+    written = prepared is None
     if prepared is None:
         prepared = prepare(g.weights, fmt, progress=progress)
         if cache_file is not None:
             save_prepared(prepared, cache_file)
     if base_file is not None and not base_file.is_file():
         save_base(g, base_file)
+        written = True
+    if written and cache_file is not None:
+        cache.evict(keep=(cache_file, base_file))       # least recently used, over the limit
     return OpenModel(path, tok, prepared, g)
 
 
