@@ -1,5 +1,7 @@
 """The public API: ``quantize`` and ``matmul``. Validation first, then one dispatch point."""
 
+import numpy as np
+
 from tmac import validation
 from tmac.formats import FORMATS, QuantizedWeight
 from tmac.reference.lut_matmul import LUT_MODES
@@ -38,7 +40,12 @@ def matmul(qw, x, *, backend=BACKENDS_AUTO, lut="int8", act_group_size=None, thr
     """y = x @ W.T with W the quantized matrix, by table lookup.
 
     qw              a QuantizedWeight of shape (M, K).
-    x               (K,) or (N, K) float array, finite. Returns (M,) or (N, M) float32.
+    x               (..., K) float array, finite: (K,) -> (M,), (N, K) -> (N, M), and any
+                    leading batch axes, (B, S, K) -> (B, S, M); float32 result. Leading axes
+                    are flattened to (B * S, K), multiplied, and reshaped back: each row's
+                    result is bit for bit the one that row gives alone. A numpy array, or an
+                    object with ``__array__`` or ``__dlpack__``, read without a copy when it
+                    is C-contiguous float32.
     backend         "auto" (the kernels on the best ISA path of this CPU, or $TMAC_ISA),
                     "reference" (the numpy spec), or an ISA path listed by
                     ``tmac.registry.OPS["lut_matmul"].backends`` ("avx512", "avx2", "portable").
@@ -49,10 +56,13 @@ def matmul(qw, x, *, backend=BACKENDS_AUTO, lut="int8", act_group_size=None, thr
 
     scheme="e2m1" weights are not affine in their codes and have no LUT path: they are
     dequantized then multiplied (``tmac.formats.fp4``); ``lut`` and ``act_group_size`` do not apply.
+
+    The operators are this function with its default options: ``x @ qw.T`` is
+    ``matmul(qw, x)``, and ``qw @ x`` is ``matmul(qw, x.T).T`` (see ``QuantizedWeight``).
     """
     if not isinstance(qw, QuantizedWeight):
         raise TypeError(f"qw must be a QuantizedWeight (from tmac.quantize), got {type(qw).__name__}")
-    x2d, squeeze = _activations(x, qw.shape[1])
+    x2d, out_shape = _activations(x, qw.shape)
     validation.check_memory("x", x2d.shape[0] * qw.shape[0] * 4, "output")
     lut = validation.choice("lut", lut, LUT_MODES)
     act = validation.resolve_act_group_size(act_group_size, qw.group_size, qw.shape[1])
@@ -62,26 +72,53 @@ def matmul(qw, x, *, backend=BACKENDS_AUTO, lut="int8", act_group_size=None, thr
         y = _implementation(op, backend)(qw, x2d, act, lut, threads)
     else:                               # no LUT path (e2m1): lut and act_group_size do not apply
         y = _implementation(op, backend)(qw, x2d, threads)
-    return y[0] if squeeze else y
+    return y.reshape(out_shape)
 
 
 def dequant_matmul(qw, x, *, backend=BACKENDS_AUTO, threads=None):
-    """y = x @ dequantize(W).T: the dequantize-then-multiply baseline, same shapes as ``matmul``."""
+    """y = x @ dequantize(W).T: the dequantize-then-multiply baseline, same shapes as ``matmul``
+    (x (..., K) -> (..., M), leading axes flattened and restored)."""
     if not isinstance(qw, QuantizedWeight):
         raise TypeError(f"qw must be a QuantizedWeight (from tmac.quantize), got {type(qw).__name__}")
-    x2d, squeeze = _activations(x, qw.shape[1])
+    x2d, out_shape = _activations(x, qw.shape)
     implementation = _implementation(qw.format.dequant_op, backend)
     y = implementation(qw, x2d, _threads(threads))
-    return y[0] if squeeze else y
+    return y.reshape(out_shape)
 
 
-def _activations(x, k):
-    """x (K,) or (N, K) -> ((N, K) float32 C-contiguous, whether to return 1-D)."""
-    x = validation.float_array("x", x, ndims=(1, 2))
-    validation.no_overflow("x", x, x.shape[-1], "the lookup tables' and the blocks' sums")
+def weight_times(qw, x):
+    """``qw @ x``, numpy's W @ x for the (M, K) matrix W: x (K,) -> (M,), (K, N) -> (M, N),
+    (..., K, N) -> (..., M, N), float32, C-contiguous.
+
+    Exactly ``matmul(qw, x)`` for a vector and ``matmul(qw, x.T).T`` for a matrix (each column
+    of x is one activation vector; ``matmul`` computes each independently, so the transposes
+    move values and change no bit). Default options; call ``matmul`` for the others.
+    """
+    x = validation.float_array("x", x, ndims=None)
+    m, k = qw.shape
+    axis = 0 if x.ndim == 1 else -2
+    if x.shape[axis] != k:
+        expected = f"({k},) or ({k}, N)"
+        what = "elements" if x.ndim == 1 else "rows"
+        raise ValueError(f"x has K={x.shape[axis]} {what} (shape {x.shape}), the weight ({m}, {k}) "
+                         f"expects K={k}: qw @ x takes x of shape {expected}")
+    if x.ndim == 1:
+        return matmul(qw, x)
+    y = matmul(qw, np.swapaxes(x, -1, -2))              # (..., N, M)
+    return np.ascontiguousarray(np.swapaxes(y, -1, -2))
+
+
+def _activations(x, shape):
+    """x (..., K) -> ((prod(...), K) float32 C-contiguous (a view when x is already one),
+    the output shape (..., M))."""
+    m, k = shape
+    x = validation.float_array("x", x, ndims=None)
     if x.shape[-1] != k:
-        raise ValueError(f"x must have K={k} elements in its last axis to match qw, got shape {x.shape}")
-    return (x[None, :], True) if x.ndim == 1 else (x, False)
+        what = "elements" if x.ndim == 1 else "columns"
+        raise ValueError(f"x has K={x.shape[-1]} {what} (shape {x.shape}), the weight ({m}, {k}) "
+                         f"expects K={k}: x must have shape (..., {k})")
+    validation.no_overflow("x", x, k, "the lookup tables' and the blocks' sums")
+    return x.reshape(-1, k), x.shape[:-1] + (m,)
 
 
 def _threads(threads):

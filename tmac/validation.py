@@ -26,18 +26,51 @@ def check_memory(name, nbytes, what="working memory"):
                          f"and {available / 2**30:.1f} GiB are available")
 
 
-def float_array(name, value, ndims):
-    """``value`` as a C-contiguous float32 copy-free-when-possible array with ndim in ``ndims``.
+def is_array_like(value):
+    """Whether ``value`` is something ``float_array`` may read: a numpy array or scalar, a list or
+    tuple, or an object exposing ``__array__``, ``__array_interface__`` or ``__dlpack__``.
+    (Operators return NotImplemented for anything else, so Python raises its usual TypeError.)"""
+    if isinstance(value, (np.ndarray, np.generic, list, tuple)):
+        return True
+    kind = type(value)
+    return any(hasattr(kind, attr) for attr in ("__array__", "__array_interface__",
+                                                  "__array_struct__", "__dlpack__"))
 
-    Accepts float16/32/64 arrays (and array-likes of them); refuses bool, integer, complex and
-    object data, empty arrays, and NaN/Inf. The caller's array is never modified.
+
+def as_array(name, value):
+    """``value`` as a numpy array, without a copy where the source allows: numpy arrays as they
+    are, ``__array__`` / array-interface objects through ``np.asarray``, objects exposing only
+    ``__dlpack__`` (a CPU tensor of another library) through ``np.from_dlpack``."""
+    if isinstance(value, np.ndarray):
+        return value
+    kind = type(value)
+    if hasattr(kind, "__dlpack__") and not any(
+            hasattr(kind, attr) for attr in ("__array__", "__array_interface__", "__array_struct__")):
+        try:
+            return np.from_dlpack(value)
+        except (TypeError, ValueError, BufferError, RuntimeError) as error:
+            raise TypeError(f"{name} could not be read through __dlpack__ as a CPU numpy array: "
+                            f"{error}") from None
+    return np.asarray(value)
+
+
+def float_array(name, value, ndims):
+    """``value`` as a C-contiguous float32 copy-free-when-possible array with ndim in ``ndims``
+    (None: any ndim >= 1).
+
+    Accepts float16/32/64 arrays and array-likes of them (``__array__``, ``__dlpack__``, lists):
+    a C-contiguous float32 source is used in place, anything else is converted once. Refuses
+    bool, integer, complex and object data, empty arrays, and NaN/Inf. The caller's array is
+    never modified.
     """
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{name} must be a float array, got {type(value).__name__}")
-    array = np.asarray(value)
+    array = as_array(name, value)
     if array.dtype.kind != "f":
         raise TypeError(f"{name} must have a floating-point dtype (float16/32/64), got {array.dtype}")
-    if array.ndim not in ndims:
+    if ndims is None and array.ndim == 0:
+        raise ValueError(f"{name} must be at least 1-D, got a 0-D array (shape ())")
+    if ndims is not None and array.ndim not in ndims:
         expected = " or ".join(f"{d}-D" for d in ndims)
         raise ValueError(f"{name} must be {expected}, got shape {array.shape}")
     if array.size == 0:

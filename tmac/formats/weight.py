@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from tmac import validation
 from tmac.formats.base import get
 
 
@@ -36,7 +37,22 @@ class QuantizedWeight:
     and ``codes``, ``scales``, ``zeros`` are unpacked from it on access (exactly; read-only
     arrays, computed anew each time: hold on to them if you need them often).
     Build one with ``tmac.quantize``; it is immutable.
+
+    It multiplies like numpy's (M, K) matrix W, by ``tmac.matmul`` with its default options
+    (backend "auto", lut "int8"; call ``tmac.matmul`` for others), float32 results:
+
+        qw @ x      x (K,) -> (M,), (K, N) -> (M, N), (..., K, N) -> (..., M, N)
+                    == tmac.matmul(qw, x.T).T bit for bit (each column of x is one activation
+                    vector; the transposes move values and change no bit)
+        x @ qw.T    x (..., K) -> (..., M)          == tmac.matmul(qw, x)
+
+    ``qw.T`` is a lazy view (``TransposedWeight``: no copy, it holds ``qw``) good for ``x @ qw.T``
+    and ``.T`` (``qw`` again) only. ``x @ qw`` (a product with W's transpose) has no kernel and
+    raises TypeError; ``qw @ obj`` for a non-array returns NotImplemented (Python's TypeError).
+    x may be a numpy array or an object with ``__array__`` or ``__dlpack__``.
     """
+
+    __array_ufunc__ = None      # numpy's ``x @ qw.T`` then defers to our reflected methods
 
     __slots__ = ("_codes", "_scales", "_zeros", "bits", "group_size", "scheme", "packed",
                  "params", "_shape", "__weakref__")
@@ -62,6 +78,27 @@ class QuantizedWeight:
 
     def __setattr__(self, name, value):
         raise AttributeError(f"QuantizedWeight is immutable (tried to set {name!r})")
+
+    def __matmul__(self, x):
+        """``qw @ x``: W @ x, see the class docstring."""
+        if isinstance(x, (QuantizedWeight, TransposedWeight)) or not validation.is_array_like(x):
+            return NotImplemented
+        from tmac import api
+
+        return api.weight_times(self, x)
+
+    def __rmatmul__(self, x):
+        if isinstance(x, (QuantizedWeight, TransposedWeight)) or not validation.is_array_like(x):
+            return NotImplemented
+        m, k = self.shape
+        raise TypeError(f"x @ qw multiplies by W's transpose (x (..., {m}) -> (..., {k})), which "
+                        f"tmac has no kernel for; write x @ qw.T for x (..., {k}) -> (..., {m}) "
+                        "(= tmac.matmul(qw, x)), or qw @ x")
+
+    @property
+    def T(self):
+        """The (K, M) transpose as a lazy view for ``x @ qw.T`` (``TransposedWeight``)."""
+        return TransposedWeight(self)
 
     @property
     def codes(self):
@@ -149,6 +186,74 @@ class QuantizedWeight:
         rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>"
                        for k, v in self._summary())
         return f"<table><caption>QuantizedWeight</caption>{rows}</table>"
+
+
+class TransposedWeight:
+    """``qw.T``: the (K, M) transpose of a QuantizedWeight, lazily (no copy; it holds ``weight``).
+
+    Supports exactly two things: ``x @ qw.T`` for x (..., K) -> (..., M), which is
+    ``tmac.matmul(qw, x)``, and ``.T``, which gives ``qw`` back. Anything else (indexing,
+    arithmetic, ``np.asarray``, ``qw.T @ x``) raises TypeError saying so.
+    """
+
+    __array_ufunc__ = None      # ndarray @ qw.T returns NotImplemented, so __rmatmul__ runs
+    __slots__ = ("weight",)
+
+    def __init__(self, weight):
+        object.__setattr__(self, "weight", weight)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"qw.T is immutable (tried to set {name!r})")
+
+    @property
+    def shape(self):
+        """(K, M)."""
+        m, k = self.weight.shape
+        return (k, m)
+
+    @property
+    def T(self):
+        """The QuantizedWeight itself."""
+        return self.weight
+
+    def __rmatmul__(self, x):
+        """``x @ qw.T`` = ``tmac.matmul(qw, x)``: x (..., K) -> (..., M) float32."""
+        if isinstance(x, (QuantizedWeight, TransposedWeight)) or not validation.is_array_like(x):
+            return NotImplemented
+        from tmac import api
+
+        return api.matmul(self.weight, x)
+
+    def __matmul__(self, x):
+        if isinstance(x, (QuantizedWeight, TransposedWeight)) or not validation.is_array_like(x):
+            return NotImplemented
+        raise self._unsupported("qw.T @ x (a product with W's transpose, which has no kernel)")
+
+    def _unsupported(self, what):
+        k, m = self.shape
+        return TypeError(f"{what} is not supported: qw.T is a lazy view of a quantized ({m}, {k}) "
+                         f"matrix that supports only x @ qw.T (x (..., {k}) -> (..., {m})) and "
+                         ".T; for the float matrix use qw.dequantize().T")
+
+    def __repr__(self):
+        return f"{self.weight!r}.T"
+
+
+def _refuse(what):
+    def method(self, *args, **kwargs):
+        raise self._unsupported(what)
+    method.__name__ = what
+    return method
+
+
+for _name, _what in [("__array__", "np.asarray(qw.T)"), ("__getitem__", "indexing qw.T"),
+                     ("__iter__", "iterating over qw.T"), ("__neg__", "-qw.T"),
+                     ("__pos__", "+qw.T"), ("__abs__", "abs(qw.T)")]:
+    setattr(TransposedWeight, _name, _refuse(_what))
+for _name, _symbol in [("add", "+"), ("sub", "-"), ("mul", "*"), ("truediv", "/"),
+                       ("floordiv", "//"), ("mod", "%"), ("pow", "**")]:
+    setattr(TransposedWeight, f"__{_name}__", _refuse(f"qw.T {_symbol} ..."))
+    setattr(TransposedWeight, f"__r{_name}__", _refuse(f"... {_symbol} qw.T"))
 
 
 def _check_fields(codes, scales, zeros, bits, group_size, fmt):
