@@ -110,7 +110,7 @@ def test_quantize_rejects(kwargs, error, name):
 @pytest.mark.parametrize("x, kwargs, error, name", [
     (np.ones(63, np.float32), {}, ValueError, "K=64"),
     (np.ones((2, 65), np.float32), {}, ValueError, "K=64"),
-    (np.ones((1, 2, 64), np.float32), {}, ValueError, "x"),
+    (np.ones((1, 2, 63), np.float32), {}, ValueError, "K=64"),
     (np.ones((0, 64), np.float32), {}, ValueError, "x"),
     (np.ones(64, np.int64), {}, TypeError, "x"),
     (np.full(64, np.nan, np.float32), {}, ValueError, "x"),

@@ -74,7 +74,7 @@ def test_bad_dtypes_are_refused(dtype, shape):
 
 
 @FUZZ
-@given(shape=st.sampled_from([(), (0,), (0, 24), (3, 0), (1, 1, 24), (25,), (2, 23)]))
+@given(shape=st.sampled_from([(), (0,), (0, 24), (3, 0), (1, 1, 23), (25,), (2, 23)]))
 def test_bad_shapes_are_refused(shape):
     with pytest.raises(ValueError, match="x"):
         tmac.matmul(small_qw(), np.ones(shape, np.float32))
