@@ -4,12 +4,14 @@ limit for prepared models with least-recently-used eviction.
 ``<cache>`` is ``$TMAC_CACHE_DIR``, else ``$XDG_CACHE_HOME/tmac``, else ``~/.cache/tmac``
 (``tmac.model.fetch.cache_dir``).
 
-| kind     | where                                   | written by            | cleared by                      |
-|----------|-----------------------------------------|-----------------------|---------------------------------|
-| prepared | ``<cache>/prepared/*.npz``              | ``tmac.model.store``  | ``clear prepared``; LRU limit   |
-| tune     | ``<cache>/tune.json``                   | ``tmac tune``         | ``clear tune``                  |
-| fetched  | ``<cache>/<name>/`` (GGUF + .verified)  | ``tmac fetch NAME``   | ``clear fetched --name NAME``   |
-| kernels  | Numba's ``*.nbi``/``*.nbc`` of tmac's functions: under ``$NUMBA_CACHE_DIR`` if set, else ``__pycache__`` next to the sources (Numba's user-wide folder if those are read-only) | the first call of a kernel | ``clear kernels`` |
+    kind      where                                  written by           cleared by
+    prepared  <cache>/prepared/*.npz                 tmac.model.store     clear prepared; the limit
+    tune      <cache>/tune.json                      tmac tune            clear tune
+    fetched   <cache>/<name>/ (GGUF, .verified.json) tmac fetch NAME      clear fetched --name NAME
+    kernels   Numba's *.nbi, *.nbc of tmac's         a kernel's first     clear kernels
+              functions: $NUMBA_CACHE_DIR if set,    call
+              else __pycache__ beside the sources
+              (Numba's user-wide cache if read-only)
 
 Every kind is rebuilt on demand when missing; only fetched models cost a download, so they are
 never deleted unless named, and never evicted.
