@@ -49,12 +49,20 @@ SWIGLU = textwrap.dedent("""
 """)
 
 
+NOTICE = "tmac: compiling kernels for this CPU"
+
+
 def _run(root, cache):
+    """(output values, cache hits) of SWIGLU in a fresh process; asserts that the one-line
+    compile notice is on stderr exactly when something compiled."""
     env = dict(os.environ, PYTHONPATH=str(root), NUMBA_CACHE_DIR=str(cache))
+    env.pop("TMAC_QUIET", None)
     done = subprocess.run([sys.executable, "-c", SWIGLU, str(root)], cwd=root, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     values, hits = done.stdout.split()
+    notices = [line for line in done.stderr.splitlines() if line.startswith(NOTICE)]
+    assert len(notices) == (0 if int(hits) else 1), done.stderr
     return values, int(hits)
 
 

@@ -11,16 +11,22 @@ the stamp, Numba sees the stored index as stale and compiles afresh. The digest 
 per process, when the first jitted module is imported.
 
 Functions outside the package keep Numba's own locators and stamps.
+
+A first run compiles for tens of seconds; so that it is never a silent wait, the first compile
+of a package function in a process (not a load from the disk cache) prints one line on stderr
+(``TMAC_QUIET=1`` silences it).
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
+import sys
 from pathlib import Path
 
 from numba import njit, prange  # noqa: F401  (re-exported: the package's decorators)
-from numba.core import caching
+from numba.core import caching, event
 from numba.extending import intrinsic, overload  # noqa: F401
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent          # .../tmac
@@ -130,11 +136,34 @@ class PackageStampLocator(caching._CacheLocator):
         return None
 
 
+class CompileNotice(event.Listener):
+    """Says once per process, on stderr, that kernels are being compiled: Numba sends
+    "numba:compile" only on a cache miss, so a warm cache prints nothing."""
+
+    said = False
+
+    def on_start(self, ev):
+        if CompileNotice.said or os.environ.get("TMAC_QUIET"):
+            return
+        module = getattr(getattr(ev.data.get("dispatcher"), "py_func", None), "__module__", "")
+        if module.split(".")[0] != PACKAGE:
+            return
+        CompileNotice.said = True
+        from tmac.kernels.dispatch import available
+
+        print(f"tmac: compiling kernels for this CPU ({available()[0]}); first run only, "
+              f"up to a minute, cached afterwards", file=sys.stderr, flush=True)
+
+    def on_end(self, ev):
+        pass
+
+
 def install():
-    """Put the package locator first in Numba's list (idempotent)."""
+    """Put the package locator first in Numba's list and listen for compiles (idempotent)."""
     classes = caching.CacheImpl._locator_classes
     if PackageStampLocator not in classes:
         classes.insert(0, PackageStampLocator)
+        event.register("numba:compile", CompileNotice())
 
 
 install()
