@@ -74,7 +74,7 @@ def smollm2_matrices():
 
     if not fetch.is_fetched("smollm2"):
         raise ValueError("--smollm2 needs the model: run `tmac fetch smollm2` first")
-    weights = loader.load(fetch.cached_path("smollm2")).weights
+    weights = loader.load(fetch.resolve("smollm2")).weights
     return [("SmolLM2 token_embd (Q8_0, 4096 rows)", weights.embed[:4096]),
             ("SmolLM2 blk.15.ffn_down (Q4_1)", weights.layers[15]["w_down"])]
 
