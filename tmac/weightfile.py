@@ -30,6 +30,7 @@ import tempfile
 
 import numpy as np
 
+from tmac.bitplanes import narrowest, pack_codes, unpack_codes
 from tmac.formats import FORMATS, QuantizedWeight
 from tmac.golden import container
 
@@ -65,8 +66,6 @@ def save(path, qw) -> None:
     if layout == "ggml":
         tensors = {"ggml.blocks": qw.format.blocks(qw)}
     else:
-        from tmac.model.store import pack_codes
-
         tensors = {"codes": pack_codes(qw.codes.reshape(1, m * k), qw.bits)[:, 0]}
         names = ("scales", "zeros") + tuple(f"params.{p}" for p in qw.format.param_names)
         values = (qw.scales, qw.zeros) + (qw.params or ())
@@ -107,8 +106,8 @@ def load(path) -> QuantizedWeight:
              f"{'missing' if kind is None else repr(kind)}, expected {FORMAT!r}")
     version = meta.get("tmac.version")
     if version not in SUPPORTED_VERSIONS:
-        fail(f"tmac.version {version!r} is not supported (this tmac reads version "
-             f"{', '.join(SUPPORTED_VERSIONS)}); a newer tmac wrote it")
+        what = "is missing" if version is None else f"{version!r} is not supported"
+        fail(f"tmac.version {what} (this tmac reads version {', '.join(SUPPORTED_VERSIONS)})")
     for key in ("scheme", "bits", "group_size", "shape", "layout"):
         if key not in meta:
             fail(f"metadata key {key!r} is missing")
@@ -158,8 +157,6 @@ def load(path) -> QuantizedWeight:
     used = m * k % 8
     if used and (codes[:, -1] & (0xFF >> used)).any():
         fail(f"tensor 'codes': the {8 - used} bits past the last code must be 0")
-    from tmac.model.store import unpack_codes
-
     codes = unpack_codes(codes[:, None, :], m * k).reshape(m, k)
     scales, zeros, *extra = (_widen(tensors[name], (m, n_groups)) for name in params)
     try:
@@ -178,9 +175,12 @@ def _path(path):
 
 
 def _generator():
-    import tmac
+    from importlib import metadata
 
-    return f"tmac {tmac.__version__}"
+    try:
+        return f"tmac {metadata.version('tmac')}"
+    except metadata.PackageNotFoundError:        # run from a source tree
+        return "tmac"
 
 
 @functools.lru_cache(maxsize=None)
@@ -205,8 +205,6 @@ def _native(qw):
 def _parameter(a):
     """A (M, G) float32 parameter array as stored: a scalar when every group holds the same
     float32 (bit for bit), in the narrowest exact dtype, float16 as its uint16 bit patterns."""
-    from tmac.model.store import narrowest
-
     a = np.ascontiguousarray(a, np.float32)
     flat = a.reshape(-1).view(np.uint32)
     if (flat == flat[0]).all():
