@@ -126,6 +126,25 @@ def test_the_file_holds_the_documented_layout(weights, tmp_path, name, bits):
             assert (np.asarray(want) == want.flat[0]).all()
 
 
+def test_the_safetensors_library_reads_the_file(weights, tmp_path):
+    safetensors = pytest.importorskip("safetensors")
+    from safetensors.numpy import load_file
+
+    qw = weights["m0e4", 4]
+    tmac.save(tmp_path / "w", qw)
+    with safetensors.safe_open(tmp_path / "w", "np") as f:
+        assert f.metadata()["scheme"] == "m0e4" and f.metadata()["tmac.format"] == "tmac-weight"
+    tensors = load_file(tmp_path / "w")
+    assert same_bits(tensors["codes"], planes_of(np.asarray(qw.codes), 4))
+    assert same_bits(tensors["params.a"], qw.params[0]) and same_bits(tensors["params.b"], qw.params[1])
+
+
+def test_unknown_metadata_keys_are_ignored(weights, tmp_path):
+    tmac.save(tmp_path / "w", weights["asym", 2])
+    noted = rewrite(tmp_path / "w", tmp_path / "noted", meta={"note": "layer 3 q_proj"})
+    assert_identical(tmac.load(noted), weights["asym", 2])
+
+
 def test_block_types_store_the_bytes_of_the_file(tmp_path):
     """A weight made from llama.cpp's bytes is saved as exactly those bytes."""
     rng = np.random.default_rng(3)

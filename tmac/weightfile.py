@@ -1,7 +1,7 @@
 """Quantized weights on disk at their packed size: ``tmac.save(path, qw)``, ``tmac.load(path)``.
 
 A saved weight is one safetensors file (the golden container, ``tmac.golden.container``: any
-safetensors reader can read it) in a versioned layout, docs/golden-format.md "Saved weights":
+safetensors reader can read it) in a versioned layout, docs/golden-format.md §11 "Saved weights":
 
     __metadata__  tmac.format = "tmac-weight", tmac.version = "1", tmac.generator,
                   scheme, bits, group_size, shape = "M,K", layout = "planes" or "ggml"
@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-import tempfile
+import secrets
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class WeightFileError(ValueError):
 def save(path, qw) -> None:
     """Write ``qw`` (a ``tmac.QuantizedWeight``) to ``path`` at its packed size.
 
-    The file is safetensors with tmac's versioned weight layout (docs/golden-format.md, "Saved
+    The file is safetensors with tmac's versioned weight layout (docs/golden-format.md §11, "Saved
     weights"): the codes as b bit planes and the format's parameters in the narrowest dtype that
     holds them exactly, or, for llama.cpp block types, the raw GGML blocks. ``tmac.load(path)``
     gives back a weight equal field for field, bit for bit. The write is atomic: an existing
@@ -71,10 +71,10 @@ def save(path, qw) -> None:
         values = (qw.scales, qw.zeros) + (qw.params or ())
         tensors.update((name, _parameter(a)) for name, a in zip(names, values))
     blob = container.encode(tensors, metadata)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmac-save-", suffix=".tmp")
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:                 # the umask's mode, like any new file
             f.write(blob)
         os.replace(tmp, path)
     except BaseException:
