@@ -116,7 +116,7 @@ def load(path) -> QuantizedWeight:
         fail(f"scheme {scheme!r} is not a format of this tmac (known: {', '.join(FORMATS)})")
     fmt = FORMATS[scheme]
     bits, group_size = (_decimal(path, key, meta[key]) for key in ("bits", "group_size"))
-    shape = re.fullmatch(r"([1-9][0-9]*),([1-9][0-9]*)", meta["shape"])
+    shape = re.fullmatch(r"([1-9][0-9]{0,17}),([1-9][0-9]{0,17})", meta["shape"])
     if shape is None:
         fail(f"metadata shape must be 'M,K' (two positive integers), got {meta['shape']!r}")
     m, k = int(shape[1]), int(shape[2])
@@ -151,8 +151,8 @@ def load(path) -> QuantizedWeight:
     codes = tensors.get("codes")
     if codes is not None and codes.ndim == 2 and codes.shape[1] == planes \
             and codes.shape[0] != bits:
-        fail(f"tensor 'codes' has {codes.shape[0]} bit planes but bits is {bits} "
-             "(codes out of range for bits)")
+        fail(f"tensor 'codes' has {codes.shape[0]} bit planes but bits is {bits}"
+             + (" (codes out of range for bits)" if codes.shape[0] > bits else ""))
     _check_tensors(path, tensors, expected, scalars=params)
     used = m * k % 8
     if used and (codes[:, -1] & (0xFF >> used)).any():
@@ -220,7 +220,7 @@ def _widen(stored, shape):
 
 
 def _decimal(path, key, value):
-    if not re.fullmatch(r"0|[1-9][0-9]*", value):
+    if not re.fullmatch(r"0|[1-9][0-9]{0,17}", value):       # < 10^18: no giant ints
         raise WeightFileError(f"{path}: metadata {key} must be a decimal integer, got {value!r}")
     return int(value)
 
