@@ -144,7 +144,8 @@ def test_cli_bad_arguments_exit_2_with_a_message(argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
-FUZZED = {"quantize", "matmul", "dequant_matmul", "explain", "QuantizedWeight"}
+FUZZED = {"quantize", "matmul", "dequant_matmul", "explain", "QuantizedWeight",
+          "save", "load"}         # save/load: their bad arguments and files in tests/test_save.py
 
 
 def test_every_public_name_is_fuzzed():

@@ -15,7 +15,7 @@ from tmac.explain import explain
 from tmac.formats import QuantizedWeight
 from tmac.weightfile import load, save
 
-__version__ = "0.1.0"
+from tmac.version import __version__
 
 __all__ = ["QuantizedWeight", "dequant_matmul", "explain", "load", "matmul", "quantize",
            "reference", "save", "__version__"]

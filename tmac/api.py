@@ -3,7 +3,7 @@
 import numpy as np
 
 from tmac import validation
-from tmac.formats import FORMATS, QuantizedWeight
+from tmac.formats import FORMATS, QuantizedWeight, weight
 from tmac.reference.lut_matmul import LUT_MODES
 from tmac.registry import OPS
 
@@ -137,3 +137,6 @@ def _implementation(op_name, backend):
     if backend not in (BACKENDS_AUTO, "reference"):     # "reference" needs no Numba at all
         validation.choice("backend", backend, op.backends)
     return op.implementation(backend)
+
+
+weight._PRODUCTS.update(matmul=matmul, weight_times=weight_times)     # the operators of qw and qw.T

@@ -175,12 +175,9 @@ def _path(path):
 
 
 def _generator():
-    from importlib import metadata
+    from tmac.version import __version__
 
-    try:
-        return f"tmac {metadata.version('tmac')}"
-    except metadata.PackageNotFoundError:        # run from a source tree
-        return "tmac"
+    return f"tmac {__version__}"
 
 
 @functools.lru_cache(maxsize=None)

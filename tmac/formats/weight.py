@@ -5,6 +5,10 @@ import numpy as np
 from tmac import validation
 from tmac.formats.base import get
 
+# The products behind ``@``: tmac.api's ``weight_times`` and ``matmul``, registered by tmac.api
+# when it is imported (it is a layer above the formats, and ``import tmac`` imports it first).
+_PRODUCTS = {}
+
 
 def _frozen(a):
     """A read-only view, so nobody edits the codes behind a packed copy's back."""
@@ -83,9 +87,7 @@ class QuantizedWeight:
         """``qw @ x``: W @ x, see the class docstring."""
         if isinstance(x, (QuantizedWeight, TransposedWeight)) or not validation.is_array_like(x):
             return NotImplemented
-        from tmac import api
-
-        return api.weight_times(self, x)
+        return _PRODUCTS["weight_times"](self, x)
 
     def __rmatmul__(self, x):
         if isinstance(x, (QuantizedWeight, TransposedWeight)) or not validation.is_array_like(x):
@@ -220,9 +222,7 @@ class TransposedWeight:
         """``x @ qw.T`` = ``tmac.matmul(qw, x)``: x (..., K) -> (..., M) float32."""
         if isinstance(x, (QuantizedWeight, TransposedWeight)) or not validation.is_array_like(x):
             return NotImplemented
-        from tmac import api
-
-        return api.matmul(self.weight, x)
+        return _PRODUCTS["matmul"](self.weight, x)
 
     def __matmul__(self, x):
         if isinstance(x, (QuantizedWeight, TransposedWeight)) or not validation.is_array_like(x):

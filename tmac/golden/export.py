@@ -50,9 +50,9 @@ COMPARE_RULES = {
 
 
 def generator_version() -> str:
-    import tmac
+    from tmac.version import __version__
 
-    return tmac.__version__
+    return __version__
 
 
 def reference_ops():

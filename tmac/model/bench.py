@@ -13,9 +13,9 @@ speed, with its ratio to the f32 model's (measured once per run); ``--no-perplex
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
+
+from tmac.model.speed import measure
 
 DEFAULT_FORMATS = ("native", "w4", "w3", "w2", "asym4", "ternary", "m0e4", "w4:dequant", "f32")
 
@@ -42,34 +42,6 @@ def add_parser(subparsers):
     p.add_argument("--no-perplexity", action="store_true", help="speed only")
     p.add_argument("-o", "--output", choices=["md", "json"], default="md")
     p.set_defaults(run=run)
-
-
-def measure_once(rt, prompt_ids, n_decode):
-    """(prefill tokens/s, decode tokens/s) of one run: ``prompt_ids`` from an empty cache, then
-    ``n_decode`` one-token steps after one token of context."""
-    rt.reset()
-    start = time.perf_counter()
-    rt.forward(prompt_ids)
-    t_pre = time.perf_counter() - start
-    rt.reset()
-    rt.forward(prompt_ids[:1])
-    token = [int(prompt_ids[1])]
-    start = time.perf_counter()
-    for _ in range(n_decode):
-        rt.forward(token)
-    t_dec = time.perf_counter() - start
-    return len(prompt_ids) / t_pre, n_decode / t_dec
-
-
-def measure(runtimes, prompt_ids, n_decode, repeat):
-    """[(prefill tokens/s, decode tokens/s)] per runtime: medians over ``repeat`` runs after one
-    warm-up run each (compilation, caches). The runtimes take turns, run by run, so that a
-    machine's drift (another process, the clock) touches them alike."""
-    for rt in runtimes:
-        measure_once(rt, prompt_ids, n_decode)
-    runs = [[measure_once(rt, prompt_ids, n_decode) for rt in runtimes] for _ in range(repeat)]
-    return [(statistics.median(run[i][0] for run in runs),
-             statistics.median(run[i][1] for run in runs)) for i in range(len(runtimes))]
 
 
 def quality(args, om, matmul):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tmac import cache
+from tmac.bitplanes import narrowest, pack_codes, unpack_codes
 from tmac.model import fetch
 from tmac.model.formats import ModelFormat, head_format
 from tmac.model.runtime import LINEARS, PreparedModel, prepare, prepare_native
@@ -147,31 +148,6 @@ def prepared_path(gguf_path, fmt: ModelFormat) -> Path:
                       "quantizer": _quantizer_digest()}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return fetch.cache_dir() / "prepared" / f"{Path(gguf_path).stem}-{fmt.name}-{digest}.npz"
-
-
-def pack_codes(codes, bits):
-    """(M, K) uint8 codes -> (bits, M, ceil(K / 8)) uint8: bit plane i, packed 8 per byte."""
-    return np.stack([np.packbits((codes >> i) & 1, axis=1) for i in range(bits)])
-
-
-def unpack_codes(planes, k):
-    """Inverse of pack_codes: (bits, M, ceil(K / 8)) uint8 -> (M, K) uint8."""
-    codes = np.zeros((planes.shape[1], k), np.uint8)
-    for i, plane in enumerate(planes):
-        codes |= np.unpackbits(plane, axis=1, count=k) << np.uint8(i)
-    return codes
-
-
-def narrowest(a):
-    """``a`` (float32) in the narrowest dtype that holds every value exactly: uint8 integers,
-    float16, or float32 itself."""
-    a = np.asarray(a, np.float32)
-    if np.all((a >= 0) & (a <= 255) & (a == np.rint(a))) and not np.signbit(a).any():
-        return a.astype(np.uint8)
-    half = a.astype(np.float16)
-    if np.array_equal(half.astype(np.float32), a):
-        return half
-    return a
 
 
 def save_prepared(pm: PreparedModel, path: Path):

@@ -15,7 +15,7 @@ import json
 import sys
 from collections import Counter
 
-from tmac.model.bench import measure
+from tmac.model.speed import measure
 
 COLUMNS = ("engine", "weights", "threads", "prefill_tps", "decode_tps", "prefill_ratio",
            "decode_ratio", "mb_per_token", "decode_gbs", "read_gbs", "pct_of_bandwidth",
