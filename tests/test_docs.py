@@ -14,7 +14,8 @@ def python_blocks(path):
 
 
 @pytest.mark.parametrize("path", [p for p in DOCUMENTS if python_blocks(p)], ids=lambda p: p.name)
-def test_python_blocks_run(path):
+def test_python_blocks_run(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                  # files a block writes (tmac.save) land here
     namespace = {}
     for block in python_blocks(path):
         exec(compile(block, str(path), "exec"), namespace)
