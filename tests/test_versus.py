@@ -78,7 +78,8 @@ def test_side_by_side_table(model, monkeypatch, capsys):
                  "-o", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     tmac_row, llama_row = report["rows"]
-    assert tmac_row["engine"].startswith("tmac") and llama_row["engine"] == "llama.cpp"
+    assert tmac_row["engine"].startswith("tmac (") and llama_row["engine"] == "llama.cpp"
+    assert tmac_row["weights"] == llama_row["weights"] == versus.file_weights(model)[1]
     assert llama_row["perplexity"] == pytest.approx(_UniformLlama.n_vocab, rel=1e-6)
     assert llama_row["bytes_per_token"] == versus.file_weights(model)[0]
     assert llama_row["prefill_ratio"] == llama_row["decode_ratio"] == 1.0

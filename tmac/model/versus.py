@@ -38,6 +38,13 @@ def file_weights(path):
     return sum(int(t.n_bytes) for t in read), label
 
 
+def _path(rt):
+    """'avx512, fused' or 'avx2, per-layer': the kernel path a tmac runtime takes."""
+    from tmac.kernels import dispatch
+
+    return f"{dispatch.choose('lut_int8', rt.isa)}, {'fused' if rt.fused else 'per-layer'}"
+
+
 def _perplexity(rt, ids, ctx):
     from tmac.model.generate import perplexity
 
@@ -77,9 +84,11 @@ def run(args):
     for threads in args.thread_counts:
         bandwidth = read_bandwidth(threads)
         n_ctx = args.prompt + args.decode + 1
-        engines = [(f"tmac {fmt.label}", f"{fmt.label}", om.model.weight_bytes(), fmt.label,
-                    Runtime(om.model, max_ctx=n_ctx, max_seq=args.prompt, threads=threads))
-                   for om, fmt in opened]
+        engines = []
+        for om, fmt in opened:
+            rt = Runtime(om.model, max_ctx=n_ctx, max_seq=args.prompt, threads=threads)
+            weights = file_label if fmt.name == "native" else fmt.label
+            engines.append((f"tmac ({_path(rt)})", weights, om.model.weight_bytes(), fmt.label, rt))
         engines.append(("llama.cpp", file_label, file_bytes, "llama.cpp",
                         llamacpp.LlamaCppRuntime(path, n_ctx, threads)))
         speeds = measure([e[-1] for e in engines], prompt, args.decode, args.repeat)
