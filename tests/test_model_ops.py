@@ -72,3 +72,36 @@ def test_attention_matches_float64_softmax(n_rows, pos):
             p = np.exp(s - s.max())
             expected = (p / p.sum()) @ values
             np.testing.assert_allclose(out[t, h * hd:(h + 1) * hd], expected, rtol=1e-5, atol=1e-5)
+
+
+@njit
+def _dot_and_total(a, b, n):
+    return ops.dot(a, b, n), ops.total(a, n)
+
+
+def _lane_order_sum(terms):
+    """float32 sum of ``terms`` in ops.dot's order, step by step in numpy: 8 running sums (term
+    i to lane i mod 8), the tree ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)), then the tail in order."""
+    terms = np.asarray(terms, np.float32)
+    body = len(terms) - len(terms) % 8
+    lanes = np.zeros(8, np.float32)
+    for i in range(0, body, 8):
+        lanes = lanes + terms[i:i + 8]
+    s = lanes
+    result = np.float32((s[0] + s[1]) + (s[2] + s[3])) + np.float32((s[4] + s[5]) + (s[6] + s[7]))
+    for t in terms[body:]:
+        result = np.float32(result + t)
+    return result
+
+
+@pytest.mark.parametrize("n", [0, 5, 8, 64, 67, 576])
+def test_sums_have_the_order_the_source_states(n):
+    """ops.dot and ops.total (rms_norm, attention logits and softmax) add in the order written
+    in their docstrings, bit for bit: no compiler flag may reorder them, so an op gives the
+    same bits alone or inlined into the fused model step."""
+    rng = np.random.default_rng(n)
+    a = (rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    got_dot, got_total = (np.float32(v) for v in _dot_and_total(a, b, n))
+    assert got_dot.view(np.uint32) == _lane_order_sum(a * b).view(np.uint32)
+    assert got_total.view(np.uint32) == _lane_order_sum(a).view(np.uint32)

@@ -26,7 +26,11 @@ from numba.core import types
 
 from tmac.kernels.jit import intrinsic, njit
 
-FAST = {"reassoc", "contract", "nsz", "arcp"}   # no "nnan"/"ninf": NaN must propagate
+# Only flags that cannot change a result's bits: no "reassoc"/"contract"/"arcp", whose effect
+# depends on how LLVM vectorizes a loop in its context (inlined into the fused model step, or
+# compiled alone), which would make the bits depend on the caller and on the cache state; no
+# "nnan"/"ninf": NaN must propagate. Sums vectorize through explicit lanes instead (ops.dot).
+FAST = {"nsz"}
 
 LOG2E = np.float32(1.44269504088896341)
 LN2_HIGH = np.float32(0.693359375)              # 8 significant bits: n * LN2_HIGH is exact

@@ -3,7 +3,10 @@ at import). They write into buffers the caller owns (planned by tmac.model.shape
 only the columns they need, so padded buffers (rows of a 64-multiple width) are fine.
 
 Floats differ from the numpy reference in summation order, in multiplying by reciprocals and
-in exp (tmac.model.expf, within 4 ulp); the tests state the tolerance.
+in exp (tmac.model.expf, within 4 ulp); the tests state the tolerance. The order of every sum
+is written in the source (``dot``, ``total``: LANES running sums, then a fixed tree), and no
+fastmath flag lets LLVM change it, so an op gives the same bits wherever it is compiled: alone,
+or inlined into the fused model step.
 """
 from __future__ import annotations
 
@@ -12,22 +15,50 @@ import math
 import numpy as np
 
 from tmac.kernels.jit import njit, prange
+from tmac.kernels.simd.generic import add_f32, hsum8_f32, load256, mul_f32, zero256
 from tmac.model.expf import FAST, expf
 
-# Options of the ops whose loops should vectorize: FAST lets LLVM reassociate sums; the numpy
-# error model makes float division plain IEEE (Python's model adds a zero-divisor check and
-# raise, a branch that keeps any loop holding a division scalar: SiLU ran 6x slower).
+# Options of the ops whose loops should vectorize: the numpy error model makes float division
+# plain IEEE (Python's model adds a zero-divisor check and raise, a branch that keeps any loop
+# holding a division scalar: SiLU ran 6x slower); FAST changes no bits (tmac.model.expf).
 VECTORIZE = dict(cache=True, fastmath=FAST, error_model="numpy")
+LANES = 8
+
+
+@njit(cache=True, inline="always")
+def dot(a, b, n):
+    """sum(a[i] * b[i] for i < n), a and b contiguous float32, in a fixed order: LANES running
+    sums (lane j takes i = j mod LANES, one vector register), added by hsum8_f32's tree, then
+    the tail in order. Explicit vector instructions: LLVM has nothing to reorder."""
+    acc = zero256()
+    body = n - n % LANES
+    for i in range(0, body, LANES):
+        acc = add_f32(acc, mul_f32(load256(a, i), load256(b, i)))
+    result = hsum8_f32(acc)
+    for i in range(body, n):
+        result += a[i] * b[i]
+    return result
+
+
+@njit(cache=True, inline="always")
+def total(a, n):
+    """sum(a[i] for i < n), a contiguous float32, in dot's order."""
+    acc = zero256()
+    body = n - n % LANES
+    for i in range(0, body, LANES):
+        acc = add_f32(acc, load256(a, i))
+    result = hsum8_f32(acc)
+    for i in range(body, n):
+        result += a[i]
+    return result
 
 
 @njit(**VECTORIZE)
 def rms_norm(x, row0, n_rows, dim, weight, eps, out):
     """out[t, :dim] = x[row0 + t, :dim] / sqrt(mean(x^2) + eps) * weight, t < n_rows."""
     for t in range(n_rows):
-        ss = np.float32(0.0)
-        for d in range(dim):
-            v = x[row0 + t, d]
-            ss += v * v
+        row = x[row0 + t]
+        ss = dot(row, row, dim)
         inv = np.float32(1.0) / np.sqrt(ss / np.float32(dim) + np.float32(eps))
         for d in range(dim):
             out[t, d] = x[row0 + t, d] * inv * weight[d]
@@ -88,19 +119,13 @@ def attention_rows(qkv, row0, row1, n_heads, n_kv, head_dim, layer_kv, pos, scor
             weights = scores[h, t]
             best = np.float32(-np.inf)
             for s in range(length):
-                dot = np.float32(0.0)
-                for d in range(head_dim):
-                    dot += q[d] * keys[s, d]
-                dot *= scale
-                weights[s] = dot
-                best = max(best, dot)
-            total = np.float32(0.0)
+                logit = dot(q, keys[s], head_dim) * scale
+                weights[s] = logit
+                best = max(best, logit)
             for s in range(length):
                 d = weights[s] - best
-                e = expf(d) if d > NEGLIGIBLE_LOGIT else np.float32(0.0)
-                weights[s] = e
-                total += e
-            inv = np.float32(1.0) / total
+                weights[s] = expf(d) if d > NEGLIGIBLE_LOGIT else np.float32(0.0)
+            inv = np.float32(1.0) / total(weights, length)
             o = out[t, q0:q0 + head_dim]
             for d in range(head_dim):
                 o[d] = np.float32(0.0)

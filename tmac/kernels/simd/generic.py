@@ -39,7 +39,7 @@ from tmac.kernels.jit import intrinsic
 
 __all__ = [
     "v512", "v256",
-    "load512", "store512", "load256", "store256",
+    "load512", "store512", "load256", "store256", "hsum8_f32",
     "vand", "vor", "vxor", "add_i32", "sub_i8", "srl_i16", "srl_i32", "sll_i32",
     "add_f32", "mul_f32", "sub_f32", "neg_f32", "cvt_i32_f32",
     "zero512", "zero256", "set1_i8_512", "set1_i32_512", "set1_f32_512",
@@ -543,5 +543,21 @@ def hmax4_f32(typingctx, v):
         fn = builder.module.declare_intrinsic("llvm.maximum.f32", fnty=ir.FunctionType(_F32, [_F32, _F32]))
         e = [builder.extract_element(f, ir.Constant(_I32, 4 * q)) for q in range(4)]
         return builder.call(fn, [builder.call(fn, [e[0], e[1]]), builder.call(fn, [e[2], e[3]])])
+
+    return types.float32(v), codegen
+
+
+@intrinsic
+def hsum8_f32(typingctx, v):
+    """hsum8_f32(v) -> float32: the 8 float32 lanes of a v256 added in a fixed order,
+    ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))."""
+    if v != v256:
+        return None
+
+    def codegen(context, builder, sig, args):
+        f = _as(builder, args[0], v256, _F32)
+        e = [builder.extract_element(f, ir.Constant(_I32, i)) for i in range(8)]
+        pairs = [builder.fadd(e[i], e[i + 1]) for i in range(0, 8, 2)]
+        return builder.fadd(builder.fadd(pairs[0], pairs[1]), builder.fadd(pairs[2], pairs[3]))
 
     return types.float32(v), codegen
