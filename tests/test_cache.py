@@ -13,7 +13,7 @@ import pytest
 from tmac import cache
 from tmac.model import fetch
 
-ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_PARENT = Path(cache.__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -54,8 +54,10 @@ def sizes():
 
 
 def tmac(*args, env=None):
+    """``python -m tmac ARGS`` run on the tmac this process imported (installed or a checkout:
+    where its sources are decides where Numba keeps their compiled code)."""
     return subprocess.run([sys.executable, "-m", "tmac", *args], capture_output=True, text=True,
-                          env=env or os.environ.copy(), cwd=ROOT, timeout=120)
+                          env=env or os.environ.copy(), cwd=PACKAGE_PARENT, timeout=120)
 
 
 def test_sizes_parse_and_print():

@@ -1,23 +1,24 @@
-"""One Numba call for all transformer layers of a forward step (AVX-512 LUT path).
+"""One Numba call for all transformer layers of a forward step, on any ISA path's LUT kernel.
 
 Python overhead per token must not dominate a 135M model's ~10 ms token, so the whole layer
 stack — RMSNorm, tables, LUT GEMV/GEMM, RoPE, KV write, attention, SwiGLU, residuals — runs
-inside ``layers_avx512``, one compiled call per forward step, writing only into buffers planned
+inside ``layers``, one compiled call per forward step, writing only into buffers planned
 by ``tmac.model.shapes`` (no allocation in the decode loop).
 
 Its arguments are structured: a ``FusedModel`` built once per runtime (dimensions, norms, RoPE
-tables, the four linears' packed weights stacked over layers, tiling) and a ``Step`` of the
-buffers one forward step writes. They cross into Numba as plain tuples (``plain``; a named
-tuple argument costs ~1.5 µs of typing per call and keeps type-cache entries alive) and are
-named again inside (``_named_model``, ``_named_step``); both are cacheable like any tuple.
+tables, the four linears' packed weights stacked over layers, tiling, the kernel path's tag) and
+a ``Step`` of the buffers one forward step writes. They cross into Numba as plain tuples
+(``plain``; a named tuple argument costs ~1.5 µs of typing per call and keeps type-cache entries
+alive) and are named again inside (``_named_model``, ``_named_step``); both are cacheable like
+any tuple.
 
-This module is the one place the model runtime reaches below ``tmac.kernels.lut_matmul``: it
-calls the kernel functions it wraps (table scales, int8 table build, block sums, the AVX-512
-int8 lookup kernel) with preallocated outputs. ``tests/test_model.py`` checks every fused linear
-against ``tmac.matmul`` element for element, so a change of those internals is caught. It is
-imported only when ``tmac.kernels.dispatch`` picks the avx512 path; other CPUs run the
-per-layer path of ``tmac.model.runtime`` (the same ops, with ``tmac.kernels.lut_matmul`` per
-linear layer).
+The LUT kernel is the chosen ISA path's ``lut_int8`` (avx512, avx2 or portable: one packed
+layout and one signature), selected by the tag's type (tmac.kernels.by_isa), so each path is
+its own cached specialization. This module is the one place the model runtime reaches below
+``tmac.kernels.lut_matmul``: it calls the kernel functions it wraps (table scales, int8 table
+build, block sums, the lookup kernel) with preallocated outputs. ``tests/test_model.py`` checks
+every fused linear against ``tmac.matmul`` element for element on every path this CPU runs, so
+a change of those internals is caught.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from tmac.kernels.jit import njit, prange
 from tmac.kernels.tables import block_sums, build_tables_int8, table_scales
-from tmac.kernels.x86_avx512 import lut_int8
+from tmac.kernels.by_isa import lut_int8_on
 from tmac.model import ops
 
 
@@ -75,7 +76,8 @@ class FusedModel(NamedTuple):
 
     dims = (n_layers, dim, ffn_dim, n_heads, n_kv_heads, head_dim, rope_dim); norms (layers,
     dim); cos/sin (max_ctx, rope_dim / 2); qkv/o/gate_up/down: a Stack each; tiles: row tiles
-    per parallel task for (qkv, o, gate_up, down)."""
+    per parallel task for (qkv, o, gate_up, down); isa: the kernel path's tag
+    (tmac.kernels.by_isa.tag)."""
 
     dims: tuple
     eps: np.float32
@@ -88,6 +90,7 @@ class FusedModel(NamedTuple):
     gate_up: Stack
     down: Stack
     tiles: tuple
+    isa: np.ndarray
 
 
 class Step(NamedTuple):
@@ -120,7 +123,7 @@ def plain(value):
 @njit(cache=True, inline="always")
 def _named_model(t):
     return FusedModel(t[0], t[1], t[2], t[3], t[4], t[5], Stack(*t[6]), Stack(*t[7]),
-                      Stack(*t[8]), Stack(*t[9]), t[10])
+                      Stack(*t[8]), Stack(*t[9]), t[10], t[11])
 
 
 @njit(cache=True, inline="always")
@@ -159,20 +162,22 @@ def _tables(xin, r0, r1, plan, buf):
 
 
 @njit(cache=True)
-def _lookup(w, buf, out, tiles_per_task):
-    """The LUT kernel on tables already built (parallel over row tiles)."""
-    lut_int8(w.data, buf.tables, w.blocks, buf.half, buf.xsum, w.sc, w.off, out, tiles_per_task)
+def _lookup(w, buf, out, tiles_per_task, isa):
+    """The LUT kernel of path ``isa`` (a tag) on tables already built (parallel over row tiles)."""
+    lut_int8_on(isa, w.data, buf.tables, w.blocks, buf.half, buf.xsum, w.sc, w.off, out,
+                tiles_per_task)
 
 
 @njit(cache=True)
-def linear(xin, w, buf, out, tiles_per_task, threads=1):
+def linear(xin, w, buf, out, tiles_per_task, threads, isa):
     """Entry point of lut_linear: w, buf as plain tuples (``plain(Linear)``, ``plain(Tables)``)."""
-    lut_linear(xin, Linear(*w), Tables(*buf), out, tiles_per_task, threads)
+    lut_linear(xin, Linear(*w), Tables(*buf), out, tiles_per_task, threads, isa)
 
 
 @njit(cache=True)
-def lut_linear(xin, w, buf, out, tiles_per_task, threads=1):
-    """out (T, Mp) = xin (T, Kpp) @ W.T by int8 table lookup, bit-identical to tmac.matmul.
+def lut_linear(xin, w, buf, out, tiles_per_task, threads, isa):
+    """out (T, Mp) = xin (T, Kpp) @ W.T by int8 table lookup on path ``isa`` (a tag of
+    tmac.kernels.by_isa), bit-identical to tmac.matmul.
 
     w: one layer's Linear (aligned plans only); buf: its Tables for T rows."""
     if threads > 1 and xin.shape[0] > 1:
@@ -182,7 +187,7 @@ def lut_linear(xin, w, buf, out, tiles_per_task, threads=1):
                 buf.half[n, b] = buf.tscale[n, w.blocks[6, b]] * np.float32(0.5)
     else:
         _tables(xin, 0, xin.shape[0], _table_plan(w), buf)
-    _lookup(w, buf, out, tiles_per_task)
+    _lookup(w, buf, out, tiles_per_task, isa)
 
 
 @njit(cache=True)
@@ -298,16 +303,16 @@ def _prefill(m, s, pos):
         wgu, wd = _layer(m.gate_up, layer), _layer(m.down, layer)
         _pre_norm_tables(s.x, s.down, layer > 0, dim, m.attn_norm[layer], m.eps, s.h,
                          _table_plan(wq), s.tables_qkv)
-        _lookup(wq, s.tables_qkv, s.qkv, m.tiles[0])
+        _lookup(wq, s.tables_qkv, s.qkv, m.tiles[0], m.isa)
         _pre_rope_kv(s.qkv, dim, n_heads, n_kv, hd, rope_dim, m.cos, m.sin, s.kv[layer], pos)
         _pre_attention_tables(s.qkv, n_heads, n_kv, hd, s.kv[layer], pos, s.scores, s.attn,
                               _table_plan(wo), s.tables_o)
-        _lookup(wo, s.tables_o, s.o, m.tiles[1])
+        _lookup(wo, s.tables_o, s.o, m.tiles[1], m.isa)
         _pre_norm_tables(s.x, s.o, True, dim, m.ffn_norm[layer], m.eps, s.h, _table_plan(wgu),
                          s.tables_gate_up)
-        _lookup(wgu, s.tables_gate_up, s.gate_up, m.tiles[2])
+        _lookup(wgu, s.tables_gate_up, s.gate_up, m.tiles[2], m.isa)
         _pre_swiglu_tables(s.gate_up, ffn, s.act, _table_plan(wd), s.tables_down)
-        _lookup(wd, s.tables_down, s.down, m.tiles[3])
+        _lookup(wd, s.tables_down, s.down, m.tiles[3], m.isa)
     _pre_add(s.x, s.down, dim)
 
 
@@ -321,7 +326,7 @@ def _decode(m, s, pos, threads):
     for layer in range(n_layers):
         kv = s.kv[layer]
         ops.rms_norm(s.x, 0, t, dim, m.attn_norm[layer], m.eps, s.h)
-        lut_linear(s.h, _layer(m.qkv, layer), s.tables_qkv, s.qkv, m.tiles[0], 1)
+        lut_linear(s.h, _layer(m.qkv, layer), s.tables_qkv, s.qkv, m.tiles[0], 1, m.isa)
         ops.rope(s.qkv, t, 0, n_heads, hd, rope_dim, m.cos, m.sin, pos)
         ops.rope(s.qkv, t, dim, n_kv, hd, rope_dim, m.cos, m.sin, pos)
         ops.store_kv(s.qkv, t, dim, n_kv, hd, kv, pos)
@@ -329,17 +334,17 @@ def _decode(m, s, pos, threads):
             _decode_attention(s.qkv, n_heads, n_kv, hd, kv, pos, s.scores, s.attn)
         else:
             ops.attention(s.qkv, t, n_heads, n_kv, hd, kv, pos, s.scores, s.attn)
-        lut_linear(s.attn, _layer(m.o, layer), s.tables_o, s.o, m.tiles[1], 1)
+        lut_linear(s.attn, _layer(m.o, layer), s.tables_o, s.o, m.tiles[1], 1, m.isa)
         ops.add_into(s.x, t, dim, s.o)
         ops.rms_norm(s.x, 0, t, dim, m.ffn_norm[layer], m.eps, s.h)
-        lut_linear(s.h, _layer(m.gate_up, layer), s.tables_gate_up, s.gate_up, m.tiles[2], 1)
+        lut_linear(s.h, _layer(m.gate_up, layer), s.tables_gate_up, s.gate_up, m.tiles[2], 1, m.isa)
         ops.swiglu(s.gate_up, t, ffn, s.act)
-        lut_linear(s.act, _layer(m.down, layer), s.tables_down, s.down, m.tiles[3], 1)
+        lut_linear(s.act, _layer(m.down, layer), s.tables_down, s.down, m.tiles[3], 1, m.isa)
         ops.add_into(s.x, t, dim, s.down)
 
 
 @njit(cache=True)
-def layers_avx512(model, step, pos, threads):
+def layers(model, step, pos, threads):
     """All layers for T tokens at positions pos..pos+T-1; the residual stream step.x (T, D) is
     updated in place. model: plain(FusedModel), step: plain(Step). Decode (T = 1) and prefill
     (T > 1) as _decode/_prefill."""

@@ -7,7 +7,7 @@
 
 Two execution paths, same math and same buffers:
 
-fused    (quantized formats, int8 tables, AVX-512 CPUs) every layer of a step in one Numba call
+fused    (quantized formats, int8 tables, any ISA path) every layer of a step in one Numba call
          (tmac.model.fused), Q/K/V and gate/up stacked into one matrix each, then one call for
          the output head.
 layers   (any CPU, f32, the dequant baseline, the numpy reference kernels) a Python loop over
@@ -315,13 +315,13 @@ class Runtime:
         self._check_memory()
         self.cache = KVCache(c.n_layers, c.n_kv_heads, c.head_dim, self.max_ctx)
         self.cos, self.sin = rope_tables(self.max_ctx, c.rope_dim, c.rope_base)
+        self.kernel_path = dispatch.choose("lut_int8", isa)
         can_fuse = (self.matmul == "lut" and lut == "int8"
-                    and dispatch.choose("lut_int8", isa) == "avx512"
                     and c.dim % 16 == 0 and c.ffn_dim % 16 == 0 and self._plans_aligned())
         if fused and not can_fuse:
-            raise ValueError("the fused path needs a quantized format on the LUT kernels, an "
-                             "AVX-512 VBMI/VNNI CPU, dims that are multiples of 16 and a group "
-                             "size that is a multiple of 16")
+            raise ValueError("the fused path needs a quantized format on the LUT kernels with "
+                             "int8 tables, dims that are multiples of 16 and a group size that "
+                             "is a multiple of 16")
         self.fused = can_fuse if fused is None else bool(fused)
         table_dims = self._setup_fused() if self.fused else None
         self.graph = llama_graph(c, table_dims)
@@ -451,7 +451,8 @@ class Runtime:
             import numba
 
             weight, tiles = self._fw[name]
-            fused.linear(xin, weight, self._buffers(name, v), out, tiles, numba.get_num_threads())
+            fused.linear(xin, weight, self._buffers(name, v), out, tiles, numba.get_num_threads(),
+                         self._isa_tag)
         elif self.matmul == "lut" and w.format.has_lut_path:
             from tmac import kernels
 
@@ -501,11 +502,13 @@ class Runtime:
         may differ per layer); the head's Linear; block plans; tiles; table buffer sizes."""
         import numba
 
+        from tmac.kernels import by_isa
         from tmac.kernels.lut import plan as lut_plan
         from tmac.kernels.tiles import default_tiles_per_task
         from tmac.model.fused import Linear, plain, stack
 
         threads = self.threads or numba.get_num_threads()
+        self._isa_tag = by_isa.tag(self.kernel_path)
         self._fw, dims = {}, {}
         head = self.model.head
         fused_head = (not isinstance(head, np.ndarray) and head.format.has_lut_path
@@ -540,10 +543,10 @@ class Runtime:
                 np.float32(c.norm_eps), np.stack([l["attn_norm"] for l in self.model.layers]),
                 np.stack([l["ffn_norm"] for l in self.model.layers]), self.cos, self.sin,
                 *(fused.Stack(*self._fw[n][0]) for n in LINEARS),
-                tuple(self._fw[n][1] for n in LINEARS)))
+                tuple(self._fw[n][1] for n in LINEARS), self._isa_tag))
         step = (v["x"], v["h"], v["qkv"], v["scores"], v["attn"], v["o"], v["gate_up"], v["act"],
                 v["down"], self.cache.storage, *(self._buffers(n, v) for n in LINEARS))
-        fused.layers_avx512(self._fused_model, step, pos, numba.get_num_threads())
+        fused.layers(self._fused_model, step, pos, numba.get_num_threads())
 
 
 def _act(w, act_group_size=None):
