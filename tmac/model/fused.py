@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tmac.kernels.jit import njit, prange
+from tmac.kernels.jit import njit, overload, prange
 from tmac.kernels.tables import block_sums, build_tables_int8, table_scales
 from tmac.kernels.by_isa import lut_int8_on
 from tmac.model import ops
@@ -50,9 +50,10 @@ class Stack(NamedTuple):
     in flat buffers, so that layers may differ in width and group size (``_layer`` makes a
     layer's Linear of views, no copy). The parameter dtypes are the same in every layer.
 
-    data uint8, sc and off (the group parameters, either form), blocks int64: 1-D concatenations;
-    meta (layers, 9) int64 rows: data start, row tiles, units, bits, parameter start, weight
-    groups, blocks start, blocks, activation group."""
+    data uint8, sc (the group scales), blocks int64: 1-D concatenations; off: the offsets or
+    zeros per group, 1-D likewise, or for a fixed zero (Q4_0, Q8_0, ...) one per layer,
+    (layers, 1) float32; meta (layers, 9) int64 rows: data start, row tiles, units, bits,
+    parameter start, weight groups, blocks start, blocks, activation group."""
 
     data: np.ndarray
     sc: np.ndarray
@@ -190,6 +191,17 @@ def lut_linear(xin, w, buf, out, tiles_per_task, threads, isa):
     _lookup(w, buf, out, tiles_per_task, isa)
 
 
+def _layer_off(off, layer, at, n, shape):
+    """A layer's offsets or zeros: a view of the flat per-group buffer, or its fixed zero."""
+
+
+@overload(_layer_off, inline="always")
+def _layer_off_impl(off, layer, at, n, shape):
+    if off.ndim == 2:                                   # (layers, 1): a fixed zero per layer
+        return lambda off, layer, at, n, shape: off[layer, 0]
+    return lambda off, layer, at, n, shape: off[at:at + n].reshape(shape)
+
+
 @njit(cache=True)
 def _layer(st, layer):
     """Layer ``layer``'s Linear: views of the Stack's flat buffers (no copy)."""
@@ -197,7 +209,7 @@ def _layer(st, layer):
     n_data, n_params = tiles * units * bits * 128, tiles * groups * 64
     return Linear(st.data[d_at:d_at + n_data].reshape((tiles, units, bits, 2, 64)),
                   st.sc[p_at:p_at + n_params].reshape((tiles, groups, 64)),
-                  st.off[p_at:p_at + n_params].reshape((tiles, groups, 64)), act,
+                  _layer_off(st.off, layer, p_at, n_params, (tiles, groups, 64)), act,
                   st.blocks[b_at:b_at + 7 * n_blocks].reshape((7, n_blocks)))
 
 
@@ -206,9 +218,10 @@ def stack(weights, plans):
     (tmac.kernels.lut.Plan); ValueError if their parameter dtypes differ."""
     first = weights[0]
     if any(w.scales_t.dtype != first.scales_t.dtype or w.zeros_t.dtype != first.zeros_t.dtype
-           for w in weights):
+           or np.ndim(w.zeros_t) != np.ndim(first.zeros_t) for w in weights):
         raise ValueError("the layers' group parameters differ in storage (form or dtype): "
                          "they cannot share one fused stack")
+    fixed_zero = np.ndim(first.zeros_t) == 0
     meta, at = [], np.zeros(3, np.int64)
     for w, p in zip(weights, plans):
         tiles, units, bits = w.data.shape[:3]
@@ -217,7 +230,8 @@ def stack(weights, plans):
         at += (w.data.size, w.scales_t.size, p.blocks.size)
     return Stack(np.concatenate([w.data.ravel() for w in weights]),
                  np.concatenate([w.scales_t.ravel() for w in weights]),
-                 np.concatenate([w.zeros_t.ravel() for w in weights]),
+                 (np.array([[w.zeros_t] for w in weights], np.float32) if fixed_zero
+                  else np.concatenate([w.zeros_t.ravel() for w in weights])),
                  np.concatenate([p.blocks.ravel() for p in plans]),
                  np.array(meta, np.int64))
 

@@ -482,7 +482,8 @@ class Runtime:
     # ------------------------------------------------------------------ fused path
     def _plans_aligned(self):
         """Whether every matrix can run fused: a LUT path, a unit-aligned block plan, and one
-        parameter storage per linear kind over the layers (tmac.model.fused.Stack)."""
+        parameter storage per linear kind over the layers (tmac.model.fused.Stack: per-group
+        arrays or a fixed zero; not yet the K-quants' two-level scales)."""
         from tmac.kernels.lut import plan as lut_plan
 
         for name in LINEARS:
@@ -490,10 +491,10 @@ class Runtime:
             if not all(hasattr(w, "format") and w.format.has_lut_path
                        and lut_plan(w.shape[1], w.n_groups, self._act(w)).aligned for w in mats):
                 return False
-            if not all(isinstance(w.packed.scales_t, np.ndarray)
-                       and isinstance(w.packed.zeros_t, np.ndarray) for w in mats):
-                return False                # the fused stacks hold per-group arrays only
-            if len({(w.packed.scales_t.dtype, w.packed.zeros_t.dtype) for w in mats}) > 1:
+            if not all(isinstance(w.packed.scales_t, np.ndarray) for w in mats):
+                return False                # two-level (K-quant) scales: not stacked yet
+            if len({(w.packed.scales_t.dtype, np.asarray(w.packed.zeros_t).dtype,
+                     np.ndim(w.packed.zeros_t)) for w in mats}) > 1:
                 return False
         return True
 
