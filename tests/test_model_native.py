@@ -28,7 +28,8 @@ def write(path, kind, **types):
 def test_every_block_type_runs_natively_as_stored(tmp_path, kind):
     """Each linear weight is the file's own blocks (same bytes back); dequantized it equals the
     float loader's weights bit for bit; the per-layer LUT path equals the reference matmul bit
-    for bit, and so does the fused path (every type but the K-quants), prefill and decode."""
+    for bit, and so does the fused path (the K-quants' two-level scales stacked as they are),
+    prefill and decode."""
     path = write(tmp_path / f"{kind}.gguf", kind)
     native = loader.load(path, native=True)
     dense = loader.load(path)
@@ -45,7 +46,7 @@ def test_every_block_type_runs_natively_as_stored(tmp_path, kind):
     a = spec.forward(ids, all_logits=True).copy()
     assert np.array_equal(a, layers.forward(ids, all_logits=True))
     fused = runtime.Runtime(pm, max_ctx=32, max_seq=16)
-    assert fused.fused == (not kind.endswith("_K"))   # the K-quants' two-level scales: per layer
+    assert fused.fused
     if fused.fused:
         assert np.array_equal(fused.forward(ids, all_logits=True), a)
         step = [int(a[-1].argmax())]

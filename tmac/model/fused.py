@@ -25,10 +25,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numba.core import types
 
+from tmac.kernels.by_isa import lut_int8_on
 from tmac.kernels.jit import njit, overload, prange
 from tmac.kernels.tables import block_sums, build_tables_int8, table_scales
-from tmac.kernels.by_isa import lut_int8_on
 from tmac.model import ops
 
 
@@ -48,16 +49,19 @@ class Linear(NamedTuple):
 class Stack(NamedTuple):
     """One linear kind (qkv, o, gate_up or down) over all layers, each layer's weight and plan
     in flat buffers, so that layers may differ in width and group size (``_layer`` makes a
-    layer's Linear of views, no copy). The parameter dtypes are the same in every layer.
+    layer's Linear of views, no copy). The parameter forms and dtypes are the same in every
+    layer.
 
-    data uint8, sc (the group scales), blocks int64: 1-D concatenations; off: the offsets or
-    zeros per group, 1-D likewise, or for a fixed zero (Q4_0, Q8_0, ...) one per layer,
-    (layers, 1) float32; meta (layers, 9) int64 rows: data start, row tiles, units, bits,
-    parameter start, weight groups, blocks start, blocks, activation group."""
+    data uint8, blocks int64: 1-D concatenations. sc: the group scales, 1-D likewise, or for the
+    K-quants' two-level scales a pair (super-block d, group sc) of 1-D concatenations. off: the
+    offsets or zeros in the same forms, or for a fixed zero (Q4_0, Q8_0, Q3_K, ...) one per
+    layer, (layers, 1) float32. meta (layers, 11) int64 rows: data start, row tiles, units,
+    bits, parameter start, weight groups, blocks start, blocks, activation group, super-block
+    parameter start, super-blocks per row (0 for one-level forms)."""
 
     data: np.ndarray
-    sc: np.ndarray
-    off: np.ndarray
+    sc: object
+    off: object
     blocks: np.ndarray
     meta: np.ndarray
 
@@ -191,49 +195,81 @@ def lut_linear(xin, w, buf, out, tiles_per_task, threads, isa):
     _lookup(w, buf, out, tiles_per_task, isa)
 
 
-def _layer_off(off, layer, at, n, shape):
-    """A layer's offsets or zeros: a view of the flat per-group buffer, or its fixed zero."""
+def _layer_params(p, at, n, shape, s_at, s_n, s_shape):
+    """A layer's scales (or offsets) from a Stack buffer: a view of the flat per-group
+    buffer, or for two-level forms the pair (super-block view, group view)."""
+
+
+@overload(_layer_params, inline="always")
+def _layer_params_impl(p, at, n, shape, s_at, s_n, s_shape):
+    if isinstance(p, types.BaseTuple):
+        return lambda p, at, n, shape, s_at, s_n, s_shape: (
+            p[0][s_at:s_at + s_n].reshape(s_shape), p[1][at:at + n].reshape(shape))
+    return lambda p, at, n, shape, s_at, s_n, s_shape: p[at:at + n].reshape(shape)
+
+
+def _layer_off(off, layer, at, n, shape, s_at, s_n, s_shape):
+    """A layer's offsets or zeros: as _layer_params, or its fixed zero."""
 
 
 @overload(_layer_off, inline="always")
-def _layer_off_impl(off, layer, at, n, shape):
-    if off.ndim == 2:                                   # (layers, 1): a fixed zero per layer
-        return lambda off, layer, at, n, shape: off[layer, 0]
-    return lambda off, layer, at, n, shape: off[at:at + n].reshape(shape)
+def _layer_off_impl(off, layer, at, n, shape, s_at, s_n, s_shape):
+    if isinstance(off, types.Array) and off.ndim == 2:  # (layers, 1): a fixed zero per layer
+        return lambda off, layer, at, n, shape, s_at, s_n, s_shape: off[layer, 0]
+    return lambda off, layer, at, n, shape, s_at, s_n, s_shape: _layer_params(
+        off, at, n, shape, s_at, s_n, s_shape)
 
 
 @njit(cache=True)
 def _layer(st, layer):
     """Layer ``layer``'s Linear: views of the Stack's flat buffers (no copy)."""
-    d_at, tiles, units, bits, p_at, groups, b_at, n_blocks, act = st.meta[layer]
-    n_data, n_params = tiles * units * bits * 128, tiles * groups * 64
+    d_at, tiles, units, bits, p_at, groups, b_at, n_blocks, act, s_at, supers = st.meta[layer]
+    n_data, n_params, n_supers = tiles * units * bits * 128, tiles * groups * 64, tiles * supers * 64
+    shape, s_shape = (tiles, groups, 64), (tiles, supers, 64)
     return Linear(st.data[d_at:d_at + n_data].reshape((tiles, units, bits, 2, 64)),
-                  st.sc[p_at:p_at + n_params].reshape((tiles, groups, 64)),
-                  _layer_off(st.off, layer, p_at, n_params, (tiles, groups, 64)), act,
+                  _layer_params(st.sc, p_at, n_params, shape, s_at, n_supers, s_shape),
+                  _layer_off(st.off, layer, p_at, n_params, shape, s_at, n_supers, s_shape), act,
                   st.blocks[b_at:b_at + 7 * n_blocks].reshape((7, n_blocks)))
+
+
+def _parts(params):
+    """(group array, super-block array or None) of a parameter in either form."""
+    return (params[1], params[0]) if isinstance(params, tuple) else (params, None)
+
+
+def param_form(params):
+    """What must agree over the layers of one Stack: the form and the dtypes."""
+    if isinstance(params, tuple):
+        return ("two-level", params[0].dtype, params[1].dtype)
+    return ("fixed" if np.ndim(params) == 0 else "per-group", np.asarray(params).dtype)
+
+
+def _concat(per_layer):
+    """The flat Stack buffer(s) of one parameter over the layers (same form in each)."""
+    first = per_layer[0]
+    if isinstance(first, tuple):
+        return tuple(np.concatenate([p[i].ravel() for p in per_layer]) for i in range(2))
+    if np.ndim(first) == 0:
+        return np.array([[p] for p in per_layer], np.float32)
+    return np.concatenate([p.ravel() for p in per_layer])
 
 
 def stack(weights, plans):
     """A Stack of per-layer packed weights (tmac.layout.PackedCodes) and their block plans
-    (tmac.kernels.lut.Plan); ValueError if their parameter dtypes differ."""
-    first = weights[0]
-    if any(w.scales_t.dtype != first.scales_t.dtype or w.zeros_t.dtype != first.zeros_t.dtype
-           or np.ndim(w.zeros_t) != np.ndim(first.zeros_t) for w in weights):
+    (tmac.kernels.lut.Plan); ValueError if their parameter forms or dtypes differ."""
+    if len({(param_form(w.scales_t), param_form(w.zeros_t)) for w in weights}) > 1:
         raise ValueError("the layers' group parameters differ in storage (form or dtype): "
                          "they cannot share one fused stack")
-    fixed_zero = np.ndim(first.zeros_t) == 0
-    meta, at = [], np.zeros(3, np.int64)
+    meta, at = [], np.zeros(4, np.int64)
     for w, p in zip(weights, plans):
         tiles, units, bits = w.data.shape[:3]
-        meta.append((at[0], tiles, units, bits, at[1], w.scales_t.shape[1], at[2],
-                     p.blocks.shape[1], p.act_group_size))
-        at += (w.data.size, w.scales_t.size, p.blocks.size)
+        groups, supers = _parts(w.scales_t)
+        meta.append((at[0], tiles, units, bits, at[1], groups.shape[1], at[2], p.blocks.shape[1],
+                     p.act_group_size, at[3], 0 if supers is None else supers.shape[1]))
+        at += (w.data.size, groups.size, p.blocks.size, 0 if supers is None else supers.size)
     return Stack(np.concatenate([w.data.ravel() for w in weights]),
-                 np.concatenate([w.scales_t.ravel() for w in weights]),
-                 (np.array([[w.zeros_t] for w in weights], np.float32) if fixed_zero
-                  else np.concatenate([w.zeros_t.ravel() for w in weights])),
-                 np.concatenate([p.blocks.ravel() for p in plans]),
-                 np.array(meta, np.int64))
+                 _concat([w.scales_t for w in weights]), _concat([w.zeros_t for w in weights]),
+                 np.concatenate([p.blocks.ravel() for p in plans]), np.array(meta, np.int64))
 
 
 @njit(cache=True, inline="always")

@@ -482,20 +482,18 @@ class Runtime:
     # ------------------------------------------------------------------ fused path
     def _plans_aligned(self):
         """Whether every matrix can run fused: a LUT path, a unit-aligned block plan, and one
-        parameter storage per linear kind over the layers (tmac.model.fused.Stack: per-group
-        arrays or a fixed zero; not yet the K-quants' two-level scales)."""
+        parameter form per linear kind over the layers (tmac.model.fused.Stack)."""
         from tmac.kernels.lut import plan as lut_plan
+        from tmac.model.fused import param_form
 
         for name in LINEARS:
             mats = [l[name] for l in self.model.layers]
             if not all(hasattr(w, "format") and w.format.has_lut_path
                        and lut_plan(w.shape[1], w.n_groups, self._act(w)).aligned for w in mats):
                 return False
-            if not all(isinstance(w.packed.scales_t, np.ndarray) for w in mats):
-                return False                # two-level (K-quant) scales: not stacked yet
-            if len({(w.packed.scales_t.dtype, np.asarray(w.packed.zeros_t).dtype,
-                     np.ndim(w.packed.zeros_t)) for w in mats}) > 1:
-                return False
+            if len({(param_form(w.packed.scales_t), param_form(w.packed.zeros_t))
+                    for w in mats}) > 1:
+                return False                # one Stack holds one parameter form
         return True
 
     def _setup_fused(self):
