@@ -46,7 +46,8 @@ def naive_gptq(w, h, bits, group_size, act_order, damp=0.01, fit="lsq"):
     for t, q in enumerate(order):
         g = q // group_size
         if not act_order and q % group_size == 0:
-            _, s, o = affine.quantize(w[:, q:q + group_size].astype(np.float32), bits, group_size, fit)
+            columns = w[:, q:q + group_size].astype(np.float32)
+            _, s, o = affine.quantize(columns, bits, group_size, fit)
             scales[:, g], offsets[:, g] = s[:, 0], o[:, 0]
         s, o = scales[:, g].astype(np.float64), offsets[:, g].astype(np.float64)
         code = np.clip(np.rint((w[:, q] - o) / np.where(s == 0, 1, s)), 0, 2**bits - 1)
@@ -59,8 +60,9 @@ def naive_gptq(w, h, bits, group_size, act_order, damp=0.01, fit="lsq"):
     return codes, scales, offsets
 
 
-CASES = [(bits, g, k, m) for bits in (2, 3, 4) for g, k, m in
-         [(16, 64, 8), (32, 128, 16), ("row", 96, 12), (32, 256, 32), (16, 192, 8), ("row", 256, 16)]]
+SHAPES = [(16, 64, 8), (32, 128, 16), ("row", 96, 12), (32, 256, 32), (16, 192, 8),
+          ("row", 256, 16)]                                 # (group size, K, M)
+CASES = [(bits, g, k, m) for bits in (2, 3, 4) for g, k, m in SHAPES]
 
 
 @pytest.mark.parametrize("act_order", [False, True])

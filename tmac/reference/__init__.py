@@ -18,11 +18,14 @@ Read the modules in this order:
                          float16 parameters; its own LUT epilogue
 9. ``ggml``           -- llama.cpp's block types (Q8_0, Q4_0 ... Q6_K, TQ1_0, TQ2_0, F16, BF16):
                          block layouts, decode/encode, dequantization equal to gguf's
+10. ``gptq``          -- GPTQ: one layer's weights fitted to ``affine`` form against the
+                         Hessian 2 X^T X / n of calibration inputs (float64, lazy block updates)
 
 After installation this package is ``tmac.reference``.
 """
 
-from . import affine, bitplanes, dequant_matmul, e2m1, ggml, lut_matmul, m0e4, quantize, tables
+from . import (affine, bitplanes, dequant_matmul, e2m1, ggml, gptq, lut_matmul, m0e4, quantize,
+               tables)
 
-__all__ = ["affine", "bitplanes", "dequant_matmul", "e2m1", "ggml", "lut_matmul", "m0e4",
+__all__ = ["affine", "bitplanes", "dequant_matmul", "e2m1", "ggml", "gptq", "lut_matmul", "m0e4",
            "quantize", "tables"]

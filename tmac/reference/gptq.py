@@ -227,13 +227,14 @@ def gptq(w, h, bits, group_size, *, act_order=False, damp=0.01, block_size=128, 
         errors = np.zeros((m, i2 - i1))
         for i in range(i2 - i1):
             j = i1 + i
+            g = group_of[j]
             if not act_order and j % group_size == 0:
                 end = j + group_size    # the group's weights with every earlier column's update,
-                pending = errors[:, :i] @ u[j - i:j, i2:end]    # lazy ones included
+                pending = errors[:, :i] @ u[i1:j, i2:end]       # lazy ones included
                 current = np.hstack([block[:, i:end - i1], work[:, i2:end] - pending])
-                scales[:, j // group_size], offsets[:, j // group_size] = _fit_group(current, bits, fit)
-            g = group_of[j]
-            codes[:, j], restored = _quantize_column(block[:, i], scales[:, g], offsets[:, g], levels)
+                scales[:, g], offsets[:, g] = _fit_group(current, bits, fit)
+            codes[:, j], restored = _quantize_column(block[:, i], scales[:, g], offsets[:, g],
+                                                     levels)
             errors[:, i] = (block[:, i] - restored) / u[j, j]
             block[:, i + 1:] -= np.outer(errors[:, i], u[j, j + 1:i2])
         work[:, i2:] -= errors @ u[i1:i2, i2:]
