@@ -11,7 +11,7 @@ BACKENDS_AUTO = "auto"
 QUANTIZE_BYTES_PER_WEIGHT = 32     # working set of the reference quantizers' range search
 
 
-def quantize(w, bits=None, group_size=128, scheme="asym"):
+def quantize(w, bits=None, group_size=128, scheme="asym", fit=None):
     """Quantize a float weight matrix for table-lookup multiplication.
 
     w           (M, K) float array (float16/32/64; computed in float32), finite.
@@ -24,6 +24,12 @@ def quantize(w, bits=None, group_size=128, scheme="asym"):
                 absmean, codes {1, 2, 3}), or the 4-bit floats "m0e4" (Transformer-Lite,
                 w = a * (1 + q/16) + b) and "e2m1" (OCP FP4); these need bits=4
                 (see tmac.formats.fp4 and docs/fp4.md).
+    fit         how the parameters are fitted, for formats that offer a choice (``fits`` in the
+                format table): "affine" takes "lsq" (default: least squares from the range),
+                "minmax" (round to nearest on the range) or "hqq" (half-quadratic optimisation
+                of an lp error, no data; tmac.reference.affine); "m0e4" takes "lsq" or
+                "minmax". None: the format's default. Other formats have one method and take
+                only None. The result is an ordinary weight of the format whatever the fit.
 
     Returns an immutable QuantizedWeight. Raises TypeError/ValueError naming the bad argument.
     """
@@ -33,7 +39,10 @@ def quantize(w, bits=None, group_size=128, scheme="asym"):
     m, k = w.shape
     validation.check_memory("w", w.size * QUANTIZE_BYTES_PER_WEIGHT)
     bits, group_size = fmt.resolve(bits, group_size, k)
-    return fmt.quantize(w, bits, group_size)
+    fit = fmt.resolve_fit(fit)
+    if fit is None:
+        return fmt.quantize(w, bits, group_size)
+    return fmt.quantize(w, bits, group_size, fit=fit)
 
 
 def matmul(qw, x, *, backend=BACKENDS_AUTO, lut="int8", act_group_size=None, threads=None):

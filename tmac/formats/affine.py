@@ -1,6 +1,11 @@
 """The affine family: w = scale * code + offset with a float offset per group, 1 to 8 bits,
 float16 scale and offset (llama.cpp's Q4_1/Q5_1 form; tmac.reference.affine is the spec).
 
+``tmac.quantize(w, scheme="affine", fit=...)`` fits by "lsq" (least squares from the range,
+the default), "minmax" (round to nearest on the group's range) or "hqq" (half-quadratic
+optimisation of an lp error, p < 1, Badri & Shaji 2023); every fit gives the same kind of
+weight, so the kernels and dequantization do not depend on it.
+
 The QuantizedWeight's ``zeros`` slot holds the offsets (the second group parameter); the LUT
 kernels read both parameters as float16 and apply the affine epilogue
 (tmac.kernels.epilogue), bit for bit as tmac.reference.affine.lut_matmul.
@@ -19,6 +24,7 @@ class Affine(Format):
     summary = ("w = scale * code + offset, a float offset per group (llama.cpp's Q4_1/Q5_1 form), "
                "float16 parameters")
     widths = _affine.WIDTHS
+    fits = ("lsq", "minmax", "hqq")        # tmac.reference.affine's fits, the default first
     ops = ("lut_matmul", "dequant_matmul")
     form = "affine"
     golden_tensors = {
@@ -30,8 +36,8 @@ class Affine(Format):
     }
     golden_skips = ("quantize.zeros", "epilogue.offsets", "epilogue.block")
 
-    def quantize(self, w, bits, group_size):
-        codes, scales, offsets = _affine.quantize(w, bits, group_size)
+    def quantize(self, w, bits, group_size, fit="lsq"):
+        codes, scales, offsets = _affine.quantize(w, bits, group_size, fit)
         return QuantizedWeight(codes, scales, offsets, bits, group_size, self.name)
 
     def dequantize(self, qw):

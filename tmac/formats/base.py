@@ -87,6 +87,8 @@ class Format:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     widths: ClassVar[tuple] = ()           # code widths ``bits`` may take
+    fits: ClassVar[tuple] = ()             # fitting methods ``tmac.quantize(fit=...)`` takes, the
+                                           # default first; (): one method, not selectable
     ops: ClassVar[tuple] = ()              # registry ops that accept this format
     matmul_op: ClassVar[str] = "lut_matmul"          # what tmac.matmul runs
     dequant_op: ClassVar[str] = "dequant_matmul"     # what tmac.dequant_matmul runs
@@ -130,8 +132,22 @@ class Format:
     def bits_error(self, bits):
         return f"bits must be {_spoken(self.widths)} for scheme {self.name!r}, got {bits}"
 
+    def resolve_fit(self, fit):
+        """Validated fitting method: one of ``fits`` (None: the first), or None for a format
+        with one method (then ``fit`` must be None)."""
+        if fit is None:
+            return self.fits[0] if self.fits else None
+        if not self.fits:
+            raise ValueError(f"fit does not apply to scheme {self.name!r} (it has one fitting "
+                             f"method); got {fit!r}")
+        if not isinstance(fit, str) or fit not in self.fits:
+            raise ValueError(f"fit must be one of {', '.join(map(repr, self.fits))} for scheme "
+                             f"{self.name!r}; got {fit!r}")
+        return fit
+
     def quantize(self, w, bits, group_size):
-        """w (M, K) float32, validated -> QuantizedWeight (the reference fit)."""
+        """w (M, K) float32, validated -> QuantizedWeight (the reference fit). A format with
+        ``fits`` takes a keyword ``fit`` too, one of them."""
         raise NotImplementedError
 
     def dequantize(self, qw) -> np.ndarray:

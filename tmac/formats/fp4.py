@@ -47,6 +47,7 @@ class M0E4(_FP4):
     ops = ("lut_matmul", "dequant_matmul", "m0e4_dequant_matmul")
     dequant_op = "m0e4_dequant_matmul"
     param_names = ("a", "b")
+    fits = ("lsq", "minmax")               # tmac.reference.m0e4's fits, the default first
     golden_tensors = {
         "m0e4.a": "(M, K // group_size) float32 M0E4 scale a: w = a * (1 + q/16) + b",
         "m0e4.b": "(M, K // group_size) float32 M0E4 offset b",
