@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from tmac.model.formats import DEFAULT_HEAD, FORMATS
+from tmac.model.formats import DEFAULT_HEAD, FORMATS, fit_choices
 
 
 def add_model_arguments(p, formats=True):
@@ -19,6 +19,10 @@ def add_model_arguments(p, formats=True):
     p.add_argument("--head", default=DEFAULT_HEAD, metavar="FORMAT",
                    help=f"the output head's format (default {DEFAULT_HEAD}; 'same': the body's)")
     p.add_argument("--sym", action="store_true", help="symmetric w1..w8 (zero fixed at 2^(b-1))")
+    p.add_argument("--fit", default=None, choices=fit_choices(),
+                   help="how requantized weights are fitted (w1..w8, and the head when its format "
+                        "has the choice): lsq (default, least squares), minmax (round to nearest) "
+                        "or hqq (half-quadratic, lp error, no data; docs/model.md)")
     p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
     p.add_argument("--matmul", default="lut", choices=("lut", "dequant"),
                    help="lut: tmac's table-lookup kernels (default); dequant: the baseline")
@@ -37,7 +41,8 @@ def open_model(args, fmt_name=None, quiet=False):
     from tmac.model import formats, loader, store
 
     loader.require_extra()                # a missing extra: one line, before anything else
-    fmt = formats.parse(fmt_name or args.format, args.group_size, args.sym, head=args.head)
+    fmt = formats.parse(fmt_name or args.format, args.group_size, args.sym, head=args.head,
+                        fit=getattr(args, "fit", None))
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if not quiet:

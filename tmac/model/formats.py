@@ -15,6 +15,11 @@ both, and at 32 the affine format reproduces the file's Q4_1 matrices exactly.
 The output head (SmolLM2's tied 49152 x 576 embedding, a fifth of the weights, stored as Q8_0)
 has a format of its own, ``head``: w8 by default (its 4-bit requantization alone cost +3 % of
 perplexity); "same" gives it the body's format. ``head_format`` says which.
+
+``fit`` is how the requantized weights are fitted (``tmac.quantize(fit=...)``): for w1..w8,
+"lsq" (the default), "minmax" or "hqq"; a format without a choice has None. A fit given to
+``parse`` must be one the body's format offers; the head takes it when its format offers it
+too, else its own default.
 """
 from __future__ import annotations
 
@@ -54,6 +59,7 @@ class ModelFormat:
     group_size: int | None    # None for f32 and formats with one scale per tensor (ternary)
     scheme: str | None        # a format of tmac.formats.FORMATS; None for f32
     head: "ModelFormat | None" = None   # the output head's format; None: this one
+    fit: str | None = None    # tmac.quantize's fit ("lsq", "hqq", ...); None: the scheme's default
 
     @property
     def is_float(self) -> bool:
@@ -72,6 +78,8 @@ class ModelFormat:
             implied = (DEFAULT_SCHEME if self.name.startswith("w") and self.name[1:].isdigit()
                        else self.scheme)
             other = f", {self.scheme}" if self.scheme != implied else ""
+            if self.fit is not None and self.fit != WEIGHT_FORMATS[self.scheme].resolve_fit(None):
+                other += f", {self.fit}"
             body = f"{self.name} (g{self.group_size}{other})"
         if self.head is not None and self.head != self.body():
             return f"{body}, head {self.head.label}"
@@ -79,41 +87,56 @@ class ModelFormat:
 
     def body(self) -> "ModelFormat":
         """This format without its head choice."""
-        return ModelFormat(self.name, self.bits, self.group_size, self.scheme)
+        return ModelFormat(self.name, self.bits, self.group_size, self.scheme, fit=self.fit)
 
     def quantize(self, w):
         """(M, K) float32 -> QuantizedWeight in this format (never called for f32)."""
         import tmac
 
-        return tmac.quantize(w, bits=self.bits, group_size=self.group_size, scheme=self.scheme)
+        return tmac.quantize(w, bits=self.bits, group_size=self.group_size, scheme=self.scheme,
+                             fit=self.fit)
 
 
 def parse(name: str, group_size: int | None = None, sym: bool = False,
-          head: str | None = DEFAULT_HEAD) -> ModelFormat:
+          head: str | None = DEFAULT_HEAD, fit: str | None = None) -> ModelFormat:
     """A format name (+ options) -> ModelFormat; ValueError naming the valid choices.
 
-    ``head``: the output head's format name ("same": the body's), with the same group size."""
-    body = _parse_body(name, group_size, sym)
+    ``head``: the output head's format name ("same": the body's), with the same group size.
+    ``fit``: how to fit the weights (None: the format's default, "lsq" for w1..w8); the head
+    takes it too when its format offers it."""
+    body = _parse_body(name, group_size, sym, fit=fit)
     if body.scheme is None or head is None or head == "same":
         return body
-    return ModelFormat(body.name, body.bits, body.group_size, body.scheme,
-                       head=_parse_body(head, group_size, sym, what="head format"))
+    head_fmt = _parse_body(head, group_size, sym, what="head format")
+    if head_fmt.scheme is not None and fit in WEIGHT_FORMATS[head_fmt.scheme].fits:
+        head_fmt = _parse_body(head, group_size, sym, what="head format", fit=fit)
+    return ModelFormat(body.name, body.bits, body.group_size, body.scheme, head=head_fmt,
+                       fit=body.fit)
 
 
-def _parse_body(name, group_size, sym, what="format"):
+def _parse_body(name, group_size, sym, what="format", fit=None):
     if name not in FORMATS:
         raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(FORMATS)}")
     group_size = DEFAULT_GROUP_SIZE if group_size is None else int(group_size)
     if name in ("f32", "native"):
+        if fit is not None:
+            raise ValueError(f"fit does not apply to {what} {name!r} (nothing is requantized); "
+                             f"got {fit!r}")
         return ModelFormat(name, None, None, None)
     if name in WEIGHT_FORMATS:                            # a format with one width
         fmt = WEIGHT_FORMATS[name]
-        return ModelFormat(name, fmt.widths[0], group_size if fmt.grouped else None, name)
+        return ModelFormat(name, fmt.widths[0], group_size if fmt.grouped else None, name,
+                           fit=fmt.resolve_fit(fit))
     scheme = name.rstrip("0123456789")
     bits = int(name[len(scheme):])
     if scheme == "w":
         scheme = SYMMETRIC_SCHEME if sym else DEFAULT_SCHEME
-    return ModelFormat(name, bits, group_size, scheme)
+    return ModelFormat(name, bits, group_size, scheme, fit=WEIGHT_FORMATS[scheme].resolve_fit(fit))
+
+
+def fit_choices():
+    """Every fit some model format offers (``--fit``), from the format table."""
+    return tuple(dict.fromkeys(f for fmt in WEIGHT_FORMATS.values() for f in fmt.fits))
 
 
 def head_format(fmt: ModelFormat) -> ModelFormat:
