@@ -22,7 +22,8 @@ def add_model_arguments(p, formats=True):
     p.add_argument("--fit", default=None, choices=fit_choices(),
                    help="how requantized weights are fitted (w1..w8, and the head when its format "
                         "has the choice): lsq (default, least squares), minmax (round to nearest) "
-                        "or hqq (half-quadratic, lp error, no data; docs/model.md)")
+                        "hqq (half-quadratic, lp error, no data) or gptq (w1..w8: layer by layer "
+                        "on text the model samples itself, act-order; docs/model.md)")
     p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
     p.add_argument("--matmul", default="lut", choices=("lut", "dequant"),
                    help="lut: tmac's table-lookup kernels (default); dequant: the baseline")

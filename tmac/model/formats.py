@@ -33,6 +33,9 @@ DEFAULT_SCHEME = "affine"       # what w1..w8 mean
 SYMMETRIC_SCHEME = "sym"        # what w1..w8 mean with sym=True
 DEFAULT_GROUP_SIZE = 32
 DEFAULT_HEAD = "w8"
+# Fits of a whole model rather than of one matrix: they need the model's own inputs (GPTQ fits
+# each layer on its calibration inputs, tmac.model.gptq), so only w1..w8 (affine) offer them.
+MODEL_FITS = ("gptq",)
 
 
 def _names():
@@ -131,12 +134,18 @@ def _parse_body(name, group_size, sym, what="format", fit=None):
     bits = int(name[len(scheme):])
     if scheme == "w":
         scheme = SYMMETRIC_SCHEME if sym else DEFAULT_SCHEME
+    if fit in MODEL_FITS:
+        if scheme != DEFAULT_SCHEME:
+            raise ValueError(f"fit {fit!r} applies to w1..w8 (affine groups), not to {what} "
+                             f"{name!r}{' with --sym' if sym else ''}")
+        return ModelFormat(name, bits, group_size, scheme, fit=fit)
     return ModelFormat(name, bits, group_size, scheme, fit=WEIGHT_FORMATS[scheme].resolve_fit(fit))
 
 
 def fit_choices():
     """Every fit some model format offers (``--fit``), from the format table."""
-    return tuple(dict.fromkeys(f for fmt in WEIGHT_FORMATS.values() for f in fmt.fits))
+    return tuple(dict.fromkeys([f for fmt in WEIGHT_FORMATS.values() for f in fmt.fits]
+                               + list(MODEL_FITS)))
 
 
 def head_format(fmt: ModelFormat) -> ModelFormat:

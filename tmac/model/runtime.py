@@ -120,14 +120,19 @@ def _matrix_row(label, mats):
 LINEARS = ("qkv", "o", "gate_up", "down")
 
 
-def prepare(weights: LlamaWeights, fmt: ModelFormat, progress=None, matrix_formats=None) -> PreparedModel:
+def prepare(weights: LlamaWeights, fmt: ModelFormat, progress=None, matrix_formats=None,
+            calibration=None) -> PreparedModel:
     """Requantize every linear layer of ``weights`` to ``fmt`` (f32: keep the floats), the head
     to ``head_format(fmt)``.
 
     ``matrix_formats`` {"<layer>.<linear>" or "head": ModelFormat} gives any matrix a format of
     its own (a width, group size or scheme; mixed precision); "3.down", "0.qkv", ...
+    ``fmt.fit == "gptq"`` fits the layers by GPTQ (tmac.model.gptq) on ``calibration``, token
+    ids (S, T) (tmac.model.calibration); the head keeps its format's own fit.
     ``progress(i, n)`` is called after each layer when given.
     """
+    if fmt.fit == "gptq":
+        return _prepare_gptq(weights, fmt, calibration, progress)
     chosen = dict(matrix_formats or {})
     known = {"head"} | {f"{i}.{name}" for i in range(len(weights.layers)) for name in LINEARS}
     for key in chosen:
@@ -164,6 +169,27 @@ def prepare(weights: LlamaWeights, fmt: ModelFormat, progress=None, matrix_forma
     head = q(weights.output, chosen["head"], "head")
     if progress:
         progress(len(weights.layers) + 1, len(weights.layers) + 1)
+    return PreparedModel(weights.config, fmt, np.ascontiguousarray(weights.embed, np.float32),
+                         weights.output_norm.astype(np.float32), head, layers)
+
+
+def _prepare_gptq(weights, fmt, calibration, progress):
+    """prepare() for fmt.fit == "gptq": every layer's matrices in the affine form GPTQ fitted."""
+    from tmac.formats import QuantizedWeight
+    from tmac.model import gptq
+
+    if calibration is None:
+        raise ValueError("fit 'gptq' needs calibration token ids (tmac.model.calibration)")
+    def weight(codes, scales, offsets):
+        return QuantizedWeight(codes, scales, offsets, fmt.bits,
+                               codes.shape[1] // scales.shape[1], "affine")
+
+    fitted = gptq.fit_layers(weights, fmt, calibration, progress=progress)
+    layers = [{**{name: weight(*params) for name, params in f.items()},
+               "attn_norm": lw["attn_norm"].astype(np.float32),
+               "ffn_norm": lw["ffn_norm"].astype(np.float32)}
+              for f, lw in zip(fitted, weights.layers)]
+    head = head_format(fmt).quantize(weights.output)
     return PreparedModel(weights.config, fmt, np.ascontiguousarray(weights.embed, np.float32),
                          weights.output_norm.astype(np.float32), head, layers)
 

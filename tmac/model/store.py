@@ -77,7 +77,12 @@ def open_model(model: str, fmt: ModelFormat, *, use_cache: bool = True, progress
             prepared = None
     written = prepared is None
     if prepared is None:
-        prepared = prepare(g.weights, fmt, progress=progress)
+        ids = None
+        if fmt.fit == "gptq":
+            from tmac.model import calibration
+
+            ids = calibration.self_generated(path, progress=progress)
+        prepared = prepare(g.weights, fmt, progress=progress, calibration=ids)
         if cache_file is not None:
             save_prepared(prepared, cache_file)
     if base_file is not None and not base_file.is_file():
