@@ -24,10 +24,12 @@ SEED = 0
 
 
 def cache_file(model_path, n_sequences: int, length: int, seed: int) -> Path:
-    from tmac.model import fetch, store
+    from tmac.model import fetch
 
-    key = json.dumps({**store._file_key(model_path), "n": n_sequences, "length": length,
-                      "seed": seed, "sampler": "temperature 1 from BOS"}, sort_keys=True)
+    st = Path(model_path).stat()
+    key = json.dumps({"gguf": str(Path(model_path).resolve()), "size": st.st_size,
+                      "mtime": st.st_mtime_ns, "n": n_sequences, "length": length, "seed": seed,
+                      "sampler": "temperature 1 from BOS"}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return fetch.cache_dir() / "calibration" / f"{Path(model_path).stem}-{digest}.npy"
 
