@@ -105,7 +105,7 @@ def test_quantize_fit_choices_and_errors():
     np.testing.assert_array_equal(default.codes, lsq.codes)
     np.testing.assert_array_equal(default.scales, lsq.scales)
     with pytest.raises(ValueError, match="fit must be one of 'lsq', 'minmax', 'hqq'"):
-        tmac.quantize(w, bits=3, group_size=32, scheme="affine", fit="gptq")
+        tmac.quantize(w, bits=3, group_size=32, scheme="affine", fit="awq")
     with pytest.raises(ValueError, match="fit does not apply to scheme 'asym'"):
         tmac.quantize(w, bits=3, group_size=32, scheme="asym", fit="hqq")
     tmac.quantize(w, bits=3, group_size=32, scheme="asym", fit=None)
@@ -136,4 +136,4 @@ def test_fit_argument():
     assert p.parse_args(["--format", "w3", "--fit", "hqq"]).fit == "hqq"
     assert p.parse_args([]).fit is None
     with pytest.raises(SystemExit):
-        p.parse_args(["--fit", "gptq"])
+        p.parse_args(["--fit", "awq"])

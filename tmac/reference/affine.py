@@ -58,16 +58,18 @@ Fit (``quantize``), per group of G consecutive K elements, in float64, L = 2^bit
              error (minmax included): E never exceeds minmax's, and the total E of the kept
              parameters (``hqq``'s history) never increases. |r|^(p-1) is taken in float32.
 
-             Two departures from mobiusml/hqq, both measured (docs/model.md, SmolLM2-135M
-             perplexity): HQQ updates only the offset (its zero point) with the scale fixed at
+             Two departures from mobiusml/hqq, both measured (SmolLM2-135M perplexity,
+             docs/model.md): HQQ updates only the offset (its zero point), the scale fixed at
              minmax's, and shrinks r in weight units, where with beta = 10 the threshold
-             exceeds any residual below 10^(-1/(2-p)) = 0.17, so on LLM weights (|w| ~ 0.02)
-             e = 0 and the update is the plain least-squares offset. Fitting the scale too and
-             measuring r in steps gave the best perplexity of the four combinations (3-bit g32:
-             112 against 135 for HQQ's own form; 4-bit g64: 25.9 against 26.8). HQQ stops when
-             the whole tensor's mean |r| rises; here each group keeps its best iterate instead.
-             HQQ minimises an lp error, not the squared error, so its squared error is above
-             lsq's and so, on SmolLM2 at 3 bits, is its perplexity (docs/model.md).
+             exceeds any residual below 10^(-1/(2-p)) = 0.17: on LLM weights, whose residuals
+             are far smaller, e = 0 and the update is the plain least-squares offset. Fitting
+             the scale too and measuring r in steps gave the best perplexity of the four
+             combinations (3-bit g32: 112 against 135 for HQQ's own form; 4-bit g64: 25.9
+             against 26.8). HQQ stops when the whole tensor's mean |r| rises; here each group
+             keeps its best iterate. More iterations lower E further but not the perplexity
+             (50: 139 at 3-bit g32). An lp error is not the squared error: hqq beats lsq at
+             4-bit g64 (25.9 against 26.5) and loses at 3 bits (112 against 88 at g32), so lsq
+             stays the default.
 
 Parameters are rounded to float16 before codes are chosen, and the error of every candidate is
 measured with the exact float32 dequantization above; codes are the nearest level,
