@@ -154,7 +154,7 @@ def test_the_limit_is_stored_or_taken_from_the_environment(where, monkeypatch):
 
 
 def test_the_store_touches_on_load_and_evicts_after_writing(where, tmp_path):
-    pytest.importorskip("gguf")
+    pytest.importorskip("gguf", reason="the 'model' extra (gguf) is not installed")
     from tmac.model import formats, store, tiny
 
     gguf = tiny.write_tiny_llama(tmp_path / "tiny.gguf")
@@ -175,7 +175,7 @@ def test_the_store_touches_on_load_and_evicts_after_writing(where, tmp_path):
 @pytest.fixture
 def fake_model(where, monkeypatch):
     """A known model "tiny" whose fetched file is a GGUF (stand-in for a download)."""
-    pytest.importorskip("gguf")
+    pytest.importorskip("gguf", reason="the 'model' extra (gguf) is not installed")
     from tmac.model import tiny
 
     path = where["cache"] / "tiny" / "tiny.gguf"

@@ -3,7 +3,7 @@ encode/decode exact inverses, the reference quantizers byte for byte, and the re
 import numpy as np
 import pytest
 
-gguf = pytest.importorskip("gguf")
+gguf = pytest.importorskip("gguf", reason="the 'model' extra (gguf) is not installed")
 
 from tmac.model import fetch  # noqa: E402
 from tmac.reference import ggml  # noqa: E402

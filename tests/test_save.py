@@ -127,7 +127,7 @@ def test_the_file_holds_the_documented_layout(weights, tmp_path, name, bits):
 
 
 def test_the_safetensors_library_reads_the_file(weights, tmp_path):
-    safetensors = pytest.importorskip("safetensors")
+    safetensors = pytest.importorskip("safetensors", reason="the 'golden' extra (safetensors) is not installed")
     from safetensors.numpy import load_file
 
     qw = weights["m0e4", 4]
