@@ -189,3 +189,77 @@ def test_hessian_bad_inputs():
         gptq.Hessian(8).matrix()
     with pytest.raises(ValueError, match="^inputs must be finite"):
         gptq.hessian(np.array([[1.0, np.inf]]))
+
+
+def naive_refit(w, h, codes, group_size):
+    """Each row's scales and offsets of least (w - q) H (w - q)^T for fixed codes, by a dense
+    least-squares solve in float64: with H = L L^T, minimise ||L^T (w - A p)|| for the row's
+    K x 2G design matrix A (column g: the codes on group g; column G + g: ones on group g)."""
+    m, k = codes.shape
+    n = k // group_size
+    lower = np.linalg.cholesky(h)
+    solutions = np.zeros((m, 2 * n))
+    for r in range(m):
+        a = np.zeros((k, 2 * n))
+        for g in range(n):
+            cols = slice(g * group_size, (g + 1) * group_size)
+            a[cols, g] = codes[r, cols]
+            a[cols, n + g] = 1.0
+        solutions[r] = np.linalg.lstsq(lower.T @ a, lower.T @ w[r].astype(np.float64),
+                                       rcond=None)[0]
+    return solutions[:, :n], solutions[:, n:]
+
+
+@pytest.mark.parametrize("bits,group,k,m", [(3, 16, 64, 8), (2, 32, 128, 12), (4, 8, 48, 6)])
+def test_refit_groups_solves_the_least_squares_of_the_layer_error(bits, group, k, m):
+    rng = np.random.default_rng(bits * k)
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    h = gptq.hessian(calibration(rng, 4 * k, k))
+    codes = gptq.gptq(w, h, bits, group, act_order=True)[0]
+    scales, offsets = gptq.refit_groups(w, h, codes, group)
+    want_s, want_o = naive_refit(w, h, codes, group)
+    # ours are float16 values of the same solution: within one float16 step of it
+    for ours, want in ((scales, want_s), (offsets, want_o)):
+        assert np.array_equal(ours.astype(np.float16).astype(np.float32), ours)
+        step = np.abs(np.spacing(want.astype(np.float16))).astype(np.float64)
+        assert np.all(np.abs(ours - want) <= step)
+    # and no parameters for these codes do better (up to float16 rounding)
+    best = gptq.layer_error(w, affine.dequantize(codes, want_s.astype(np.float32),
+                                                 want_o.astype(np.float32)), h)
+    assert gptq.layer_error(w, affine.dequantize(codes, scales, offsets), h) <= best * 1.01
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_refits_never_raise_any_rows_error_and_lower_the_layer_error(act_order):
+    rng = np.random.default_rng(5)
+    k, m = 128, 24
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    h = gptq.hessian(calibration(rng, 4 * k, k))
+    errors = [gptq.row_errors(w, affine.dequantize(*gptq.gptq(w, h, 3, 16, act_order=act_order,
+                                                              refits=r)), h)
+              for r in range(4)]
+    for before, after in zip(errors, errors[1:]):
+        assert np.all(after <= before)
+    assert errors[3].sum() < 0.95 * errors[0].sum()
+    assert np.isclose(errors[0].sum(), gptq.layer_error(
+        w, affine.dequantize(*gptq.gptq(w, h, 3, 16, act_order=act_order)), h))
+
+
+def test_refit_of_a_group_whose_codes_are_all_equal_stays_finite():
+    """A constant group leaves scale and offset undetermined: the ridge keeps the solve finite
+    and the offset restores the value."""
+    w = np.full((2, 32), 0.25, np.float32)
+    w[1, 16:] = np.linspace(-1, 1, 16)
+    h = np.eye(32)
+    codes, _, _ = gptq.gptq(w, h, 3, 16)
+    scales, offsets = gptq.refit_groups(w, h, codes, 16)
+    assert np.all(np.isfinite(scales)) and np.all(np.isfinite(offsets))
+    assert np.allclose(affine.dequantize(codes, scales, offsets)[0], 0.25, atol=1e-3)
+
+
+def test_refits_must_be_a_non_negative_integer():
+    w = np.ones((2, 16), np.float32)
+    with pytest.raises(ValueError, match="refits must be a non-negative integer"):
+        gptq.gptq(w, np.eye(16), 3, 16, refits=-1)
+    with pytest.raises(ValueError, match="refits must be a non-negative integer"):
+        gptq.gptq(w, np.eye(16), 3, 16, refits=1.5)

@@ -7,6 +7,7 @@ pytest.importorskip("gguf", reason="the 'model' extra (gguf) is not installed")
 
 from tmac.formats import QuantizedWeight  # noqa: E402
 from tmac.model import calibration, formats, loader, runtime, tiny  # noqa: E402
+from tmac.model import gptq as model_gptq  # noqa: E402
 from tmac.model import reference as spec  # noqa: E402
 from tmac.reference import affine, gptq  # noqa: E402
 
@@ -18,7 +19,8 @@ def model(tmp_path_factory):
 
 def test_the_first_layer_is_gptq_of_its_own_inputs(model):
     """Layer 0's Q/K/V see rms_norm(embedding) whatever is quantized: the pipeline's fit must be
-    exactly tmac.reference.gptq on the Hessian of those inputs, act-order, static groups."""
+    exactly tmac.reference.gptq on the Hessian of those inputs, act-order, static groups,
+    the model's refits."""
     c = model.config
     fmt = formats.parse("w3", 16)
     ids = np.random.default_rng(0).integers(3, c.vocab_size, (4, 24))
@@ -28,7 +30,8 @@ def test_the_first_layer_is_gptq_of_its_own_inputs(model):
     lw = model.weights.layers[0]
     h = spec.rms_norm(model.weights.embed[ids].astype(np.float32), lw["attn_norm"], c.norm_eps)
     want = gptq.gptq(np.vstack([lw["wq"], lw["wk"], lw["wv"]]),
-                     gptq.hessian(h.reshape(-1, c.dim)), 3, 16, act_order=True, damp=0.01)
+                     gptq.hessian(h.reshape(-1, c.dim)), 3, 16, act_order=True, damp=0.01,
+                     refits=model_gptq.REFITS)
     qkv = pm.layers[0]["qkv"]
     assert isinstance(qkv, QuantizedWeight) and qkv.scheme == "affine" and qkv.bits == 3
     assert np.array_equal(qkv.codes, want[0])

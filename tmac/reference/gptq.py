@@ -64,6 +64,15 @@ act-order     Columns are swept in order of decreasing H_ii (ties: lower index f
               order, the permutation stored beside the weights) would make every kernel
               gather activations by a permutation; the kernels read contiguous groups.
 group size    G must divide K; G = K is one group per row.
+refits        A sweep fits each group's scale and offset to *weights* (the original ones with
+              act-order), then chooses codes against the layer error: the parameters are not
+              the best ones for the codes it chose. With ``refits`` = r > 0, r times: for the
+              codes fixed, every row's scales and offsets are solved for the least layer error
+              (``refit_groups``, exact least squares in float64, then rounded to float16), and,
+              but for the last time, the columns are swept again with those parameters held
+              fixed. Rows are independent in E, so each row keeps the best (codes, parameters)
+              of all its iterates: E never rises. On SmolLM2-135M at 3 bits this lowered the
+              layer errors by 8-15 % and the perplexity by (docs/model.md).
 
 The calibration inputs are the layer's inputs in the model as it will run: in a model,
 quantize layers in order and collect each layer's inputs with the earlier layers already
@@ -78,6 +87,7 @@ from . import affine
 
 DAMP_GROWTH = 10.0         # lambda's factor after a failed Cholesky factorisation
 MAX_RELATIVE_DAMP = 1.0    # lambda never exceeds this times mean(diag H)
+REFIT_CHUNK = 1 << 24      # rows refitted at a time hold about this many float64 (memory)
 
 
 class Hessian:
@@ -196,29 +206,117 @@ def _quantize_column(column, scale, offset, levels):
     return codes, restored.astype(np.float64)
 
 
-def gptq(w, h, bits, group_size, *, act_order=False, damp=0.01, block_size=128, fit="lsq"):
+def row_errors(w, q, h):
+    """(w - q) H (w - q)^T of every row, (M,) float64: ``layer_error`` is their sum."""
+    d = np.asarray(w, np.float64) - np.asarray(q, np.float64)
+    return np.sum((d @ np.asarray(h, np.float64)) * d, axis=1)
+
+
+def refit_groups(w, h, codes, group_size):
+    """For the codes fixed, each row's scales and offsets of least layer error.
+
+    w (M, K), h (K, K), codes (M, K) -> (scales, offsets) (M, K // G) float32 holding float16
+    values. Per row, q = scale_g * code + offset_g on each group g is linear in the 2 G
+    unknowns p = (scales, offsets): q = A p, and (w - A p) H (w - A p)^T is least at the
+    solution of the normal equations A^T H A p = A^T H w^T, solved in float64 (a ridge of
+    1e-12 of the diagonal's mean keeps a group whose codes are all equal solvable).
+    """
+    m, k = codes.shape
+    rows = max(1, REFIT_CHUNK // (k * (k // group_size)))
+    scales = np.empty((m, k // group_size), np.float32)
+    offsets = np.empty_like(scales)
+    for r in range(0, m, rows):
+        scales[r:r + rows], offsets[r:r + rows] = _refit_rows(w[r:r + rows], h,
+                                                              codes[r:r + rows], group_size)
+    return scales, offsets
+
+
+def _refit_rows(w, h, codes, group_size):
+    m, k = codes.shape
+    n = k // group_size
+    c = codes.astype(np.float64).reshape(m, n, group_size)
+    h_rows = h.reshape(n, group_size, k)
+    ch = np.matmul(c.transpose(1, 0, 2), h_rows).transpose(1, 0, 2)     # code_g^T H[g, :]
+    ch = ch.reshape(m, n, n, group_size)
+    normal = np.empty((m, 2 * n, 2 * n))
+    normal[:, :n, :n] = np.einsum("mabj,mbj->mab", ch, c)              # code_a^T H_ab code_b
+    normal[:, :n, n:] = ch.sum(axis=-1)                                 # code_a^T H_ab 1
+    normal[:, n:, :n] = normal[:, :n, n:].transpose(0, 2, 1)
+    normal[:, n:, n:] = h.reshape(n, group_size, n, group_size).sum(axis=(1, 3))
+    hw = (np.asarray(w, np.float64) @ h).reshape(m, n, group_size)
+    rhs = np.concatenate([np.einsum("mgi,mgi->mg", c, hw), hw.sum(axis=-1)], axis=1)
+    ridge = 1e-12 * np.trace(normal, axis1=1, axis2=2) / (2 * n)
+    normal += ridge[:, None, None] * np.eye(2 * n)
+    p = np.linalg.solve(normal, rhs[..., None])[..., 0]
+    p = np.clip(np.nan_to_num(p), -affine.FLOAT16_MAX, affine.FLOAT16_MAX)
+    return (p[:, :n].astype(np.float16).astype(np.float32),
+            p[:, n:].astype(np.float16).astype(np.float32))
+
+
+def gptq(w, h, bits, group_size, *, act_order=False, damp=0.01, block_size=128, fit="lsq",
+         refits=0):
     """GPTQ of w (M, K) against H (K, K) -> (codes (M, K) uint8, scales, offsets (M, K // G)
-    float32), ``affine``'s form; ``affine.dequantize`` gives the quantized weights."""
+    float32), ``affine``'s form; ``affine.dequantize`` gives the quantized weights.
+    ``refits`` > 0 refits the group parameters to the codes (module docstring, "refits")."""
     w, h = _check(w, h, bits, group_size, damp, block_size, fit)
-    m, k = w.shape
-    levels, n_groups = 2**bits, k // group_size
+    if not isinstance(refits, (int, np.integer)) or refits < 0:
+        raise ValueError(f"refits must be a non-negative integer, got {refits!r}")
     weights = w.astype(np.float64)
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
     weights[:, dead] = 0.0
-
-    scales = np.zeros((m, n_groups), np.float32)
-    offsets = np.zeros((m, n_groups), np.float32)
-    if act_order:                       # static groups, fitted once from the original weights
-        order = np.argsort(-np.diag(h), kind="stable")
-        for g in range(n_groups):
-            cols = slice(g * group_size, (g + 1) * group_size)
-            scales[:, g], offsets[:, g] = _fit_group(weights[:, cols], bits, fit)
-    else:
-        order = np.arange(k)
-    group_of = order // group_size      # group of the column at each sweep position
-
+    k = w.shape[1]
+    order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(k)
+    static = _static_groups(weights, bits, group_size, fit) if act_order else None
     u = inverse_cholesky(h[np.ix_(order, order)], damp)
+    best = _sweep(weights, u, order, bits, group_size, fit, static, block_size)
+    if refits == 0:
+        return best
+    best_errors = row_errors(weights, affine.dequantize(*best), h)
+    codes = best[0]
+    for r in range(refits):
+        scales, offsets = refit_groups(weights, h, codes, group_size)
+        best, best_errors = _keep_better_rows(best, best_errors, (codes, scales, offsets),
+                                              weights, h)
+        if r < refits - 1:
+            swept = _sweep(weights, u, order, bits, group_size, fit, (scales, offsets),
+                           block_size)
+            best, best_errors = _keep_better_rows(best, best_errors, swept, weights, h)
+            codes = swept[0]
+    return best
+
+
+def _static_groups(weights, bits, group_size, fit):
+    """Every group's (scales, offsets) fitted once from the original weights (act-order)."""
+    m, k = weights.shape
+    scales = np.zeros((m, k // group_size), np.float32)
+    offsets = np.zeros_like(scales)
+    for g in range(k // group_size):
+        cols = slice(g * group_size, (g + 1) * group_size)
+        scales[:, g], offsets[:, g] = _fit_group(weights[:, cols], bits, fit)
+    return scales, offsets
+
+
+def _keep_better_rows(best, best_errors, candidate, weights, h):
+    """Per row, the (codes, scales, offsets) of smaller layer error (``best`` on ties)."""
+    errors = row_errors(weights, affine.dequantize(*candidate), h)
+    better = errors < best_errors
+    kept = tuple(np.where(better[:, None], c, b) for c, b in zip(candidate, best))
+    return kept, np.where(better, errors, best_errors)
+
+
+def _sweep(weights, u, order, bits, group_size, fit, static, block_size):
+    """One GPTQ sweep over the columns in ``order`` -> (codes, scales, offsets). With
+    ``static`` = (scales, offsets) every group keeps those; without, each group is fitted when
+    the sweep reaches its first column (``order`` must then be 0, 1, ..., K - 1)."""
+    m, k = weights.shape
+    levels = 2**bits
+    if static is None:
+        scales = np.zeros((m, k // group_size), np.float32)
+        offsets = np.zeros_like(scales)
+    else:
+        scales, offsets = (a.copy() for a in static)
+    group_of = order // group_size      # group of the column at each sweep position
     work = weights[:, order]            # sweep order from here on: position j is column order[j]
     codes = np.zeros((m, k), np.uint8)
     for i1 in range(0, k, block_size):
@@ -228,7 +326,7 @@ def gptq(w, h, bits, group_size, *, act_order=False, damp=0.01, block_size=128, 
         for i in range(i2 - i1):
             j = i1 + i
             g = group_of[j]
-            if not act_order and j % group_size == 0:
+            if static is None and j % group_size == 0:
                 end = j + group_size    # the group's weights with every earlier column's update,
                 pending = errors[:, :i] @ u[i1:j, i2:end]       # lazy ones included
                 current = np.hstack([block[:, i:end - i1], work[:, i2:end] - pending])
