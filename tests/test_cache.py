@@ -40,13 +40,14 @@ def populate(where):
     c = where["cache"]
     write(c / "prepared" / "tiny-w4-0123.npz", 3000)
     write(c / "prepared" / "tiny-base-4567.npz", 1234)
+    write(c / "calibration" / "tiny-89ab.npy", 512)
     write(c / "tune.json", 77)
     write(fetch.cached_path("smollm2"), 5000)
     kernel_dir = cache.kernel_dirs()[0]
     assert str(kernel_dir).startswith(str(where["numba"]))
     write(kernel_dir / "tables.pad-168.py311.nbi", 900)
     write(kernel_dir / "tables.pad-168.py311.1.nbc", 40000)
-    return {"prepared": 4234, "tune": 77, "fetched": 5000, "kernels": 40900}
+    return {"prepared": 4234, "calibration": 512, "tune": 77, "fetched": 5000, "kernels": 40900}
 
 
 def sizes():
@@ -74,20 +75,20 @@ def test_listing_sizes_equal_the_files(where):
     expected = populate(where)
     assert sizes() == expected
     counts = {e.kind: e.count for e in cache.entries()}
-    assert counts == {"prepared": 2, "tune": 1, "fetched": 1, "kernels": 2}
+    assert counts == {"prepared": 2, "calibration": 1, "tune": 1, "fetched": 1, "kernels": 2}
     run = tmac("cache", "--json")                      # the CLI, in a process of its own
     assert run.returncode == 0, run.stderr
     listing = json.loads(run.stdout)
     assert {e["kind"]: e["bytes"] for e in listing["entries"]} == expected
-    assert listing["total_bytes"] == sum(expected.values()) and listing["total_files"] == 6
+    assert listing["total_bytes"] == sum(expected.values()) and listing["total_files"] == 7
     assert listing["cache_dir"] == str(where["cache"])
     table = tmac("cache", env=dict(os.environ, COLUMNS="200"))
     assert table.returncode == 0 and "4.23 kB" in table.stdout and "fetched (smollm2)" in table.stdout
-    assert "50.2 kB" in table.stdout                   # the total
+    assert "50.7 kB" in table.stdout                   # the total
     assert "no size limit" in table.stdout
 
 
-@pytest.mark.parametrize("kind", ["prepared", "tune", "kernels"])
+@pytest.mark.parametrize("kind", ["prepared", "calibration", "tune", "kernels"])
 def test_clear_removes_only_its_kind(where, kind):
     expected = populate(where)
     files, size = cache.clear(kind)
@@ -111,7 +112,7 @@ def test_fetched_models_are_kept_unless_named(where):
         cache.clear("fetched", ["nosuchmodel"])
     with pytest.raises(ValueError, match="fetched models only"):
         cache.clear("prepared", ["smollm2"])
-    for kind in ("prepared", "tune", "kernels"):
+    for kind in ("prepared", "calibration", "tune", "kernels"):
         cache.clear(kind)
     assert sizes()["fetched"] == expected["fetched"]
     run = tmac("cache", "clear", "fetched", "--name", "smollm2")

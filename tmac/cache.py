@@ -6,6 +6,8 @@ limit for prepared models with least-recently-used eviction.
 
     kind      where                                  written by           cleared by
     prepared  <cache>/prepared/*.npz                 tmac.model.store     clear prepared; the limit
+    calibration <cache>/calibration/*.npy            fit gptq (the model  clear calibration
+                (token ids the model sampled)          samples its own)
     tune      <cache>/tune.json                      tmac tune            clear tune
     fetched   <cache>/<name>/ (GGUF, .verified.json) tmac fetch NAME      clear fetched --name NAME
     kernels   Numba's *.nbi, *.nbc of tmac's         a kernel's first     clear kernels
@@ -31,7 +33,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KINDS = ("prepared", "tune", "fetched", "kernels")
+KINDS = ("prepared", "calibration", "tune", "fetched", "kernels")
 CONFIG_NAME = "config.json"
 LIMIT_ENV = "TMAC_CACHE_LIMIT"
 
@@ -102,6 +104,12 @@ def prepared_files() -> list:
     return sorted(f for f in folder.iterdir() if f.is_file()) if folder.is_dir() else []
 
 
+def calibration_files() -> list:
+    """The cached calibration token ids (tmac.model.calibration) and cut-short writes."""
+    folder = cache_dir() / "calibration"
+    return sorted(f for f in folder.iterdir() if f.is_file()) if folder.is_dir() else []
+
+
 def tune_files() -> list:
     """The tuning cache and any temporary file a cut-short save left beside it."""
     from tmac.kernels.tiles import cache_path
@@ -168,11 +176,12 @@ def _kernels_location(files) -> str:
 
 
 def entries() -> list:
-    """The listing: prepared, tune, one row per known fetched model, kernels."""
+    """The listing: prepared, calibration, tune, one row per known fetched model, kernels."""
     from tmac.kernels.tiles import cache_path
 
     kernels = kernel_files()
     return [Entry("prepared", str(prepared_dir()), prepared_files()),
+            Entry("calibration", str(cache_dir() / "calibration"), calibration_files()),
             Entry("tune", cache_path(), tune_files()),
             *fetched_entries(),
             Entry("kernels", _kernels_location(kernels), kernels)]

@@ -55,22 +55,15 @@ def save(path, qw) -> None:
     gives back a weight equal field for field, bit for bit. The write is atomic: an existing
     file is replaced only once the new one is complete.
     """
-    if not isinstance(qw, QuantizedWeight):
-        raise TypeError(f"qw must be a tmac.QuantizedWeight, got {type(qw).__name__}")
     path = _path(path)
-    m, k = qw.shape
-    layout = "ggml" if _native(qw) else "planes"
+    tensors, metadata = encode(qw)
     metadata = {"tmac.format": FORMAT, "tmac.version": VERSION, "tmac.generator": _generator(),
-                "scheme": qw.scheme, "bits": str(qw.bits), "group_size": str(qw.group_size),
-                "shape": f"{m},{k}", "layout": layout}
-    if layout == "ggml":
-        tensors = {"ggml.blocks": qw.format.blocks(qw)}
-    else:
-        tensors = {"codes": pack_codes(qw.codes.reshape(1, m * k), qw.bits)[:, 0]}
-        names = ("scales", "zeros") + tuple(f"params.{p}" for p in qw.format.param_names)
-        values = (qw.scales, qw.zeros) + (qw.params or ())
-        tensors.update((name, _parameter(a)) for name, a in zip(names, values))
-    blob = container.encode(tensors, metadata)
+                **metadata}
+    write_atomic(path, container.encode(tensors, metadata))
+
+
+def write_atomic(path, blob: bytes) -> None:
+    """Write ``blob`` to ``path``, replacing an existing file only once the new one is whole."""
     directory, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(directory, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
@@ -81,6 +74,24 @@ def save(path, qw) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def encode(qw) -> tuple[dict, dict]:
+    """(tensors, metadata) of ``qw`` in the saved layout, the metadata without the file's
+    ``tmac.format`` and ``tmac.version`` (a model file holds many weights: tmac.model.modelfile)."""
+    if not isinstance(qw, QuantizedWeight):
+        raise TypeError(f"qw must be a tmac.QuantizedWeight, got {type(qw).__name__}")
+    m, k = qw.shape
+    layout = "ggml" if _native(qw) else "planes"
+    metadata = {"scheme": qw.scheme, "bits": str(qw.bits), "group_size": str(qw.group_size),
+                "shape": f"{m},{k}", "layout": layout}
+    if layout == "ggml":
+        return {"ggml.blocks": qw.format.blocks(qw)}, metadata
+    tensors = {"codes": pack_codes(qw.codes.reshape(1, m * k), qw.bits)[:, 0]}
+    names = ("scales", "zeros") + tuple(f"params.{p}" for p in qw.format.param_names)
+    values = (qw.scales, qw.zeros) + (qw.params or ())
+    tensors.update((name, _parameter(a)) for name, a in zip(names, values))
+    return tensors, metadata
 
 
 def load(path) -> QuantizedWeight:
@@ -108,6 +119,15 @@ def load(path) -> QuantizedWeight:
     if version not in SUPPORTED_VERSIONS:
         what = "is missing" if version is None else f"{version!r} is not supported"
         fail(f"tmac.version {what} (this tmac reads version {', '.join(SUPPORTED_VERSIONS)})")
+    return decode(path, tensors, meta)
+
+
+def decode(path, tensors, meta) -> QuantizedWeight:
+    """Inverse of ``encode``: the weight of ``tensors`` and ``meta``, every check of ``load``
+    made (a ``WeightFileError`` naming ``path``, the file or the part of one, on a problem)."""
+    def fail(message):
+        raise WeightFileError(f"{path}: {message}")
+
     for key in ("scheme", "bits", "group_size", "shape", "layout"):
         if key not in meta:
             fail(f"metadata key {key!r} is missing")

@@ -16,9 +16,9 @@ def add_parser(subparsers):
     listing = actions.add_parser("list", help="kinds, files, sizes, paths and the total (default)")
     listing.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                          help="the listing as JSON")
-    clear = actions.add_parser("clear", help="delete one kind: prepared, tune, kernels, or "
-                                             "fetched --name NAME")
-    clear.add_argument("kind", choices=["prepared", "tune", "kernels", "fetched"])
+    clear = actions.add_parser("clear", help="delete one kind: prepared, calibration, tune, "
+                                             "kernels, or fetched --name NAME")
+    clear.add_argument("kind", choices=["prepared", "calibration", "tune", "kernels", "fetched"])
     clear.add_argument("--name", action="append", default=None,
                        help="a fetched model to delete (repeatable); required for fetched")
     limit = actions.add_parser("limit", help="show, or set, the size limit of prepared models "

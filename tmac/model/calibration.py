@@ -79,3 +79,17 @@ def self_generated(model_path, n_sequences: int = N_SEQUENCES, length: int = LEN
     np.save(part, ids)
     part.replace(path)
     return ids
+
+
+def from_text(tokenizer, text: str, length: int = LENGTH, n_sequences: int = N_SEQUENCES,
+              where: str = "calibration text") -> np.ndarray:
+    """(S, length) int64 token ids of a user's ``text``: its tokens cut into consecutive
+    sequences of ``length``, at most ``n_sequences`` of them (the rest unused, a partial last
+    sequence dropped). ValueError when the text holds less than one sequence."""
+    ids = np.asarray(tokenizer.encode(text), np.int64)
+    count = min(ids.size // length, n_sequences)
+    if count < 1:
+        raise ValueError(f"{where}: {ids.size} tokens, fewer than one calibration sequence of "
+                         f"{length}; give a longer text (ideally {n_sequences * length} tokens "
+                         f"or more)")
+    return ids[:count * length].reshape(count, length)

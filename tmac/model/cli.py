@@ -24,6 +24,9 @@ def add_model_arguments(p, formats=True):
                         "has the choice): lsq (default, least squares), minmax (round to nearest) "
                         "hqq (half-quadratic, lp error, no data) or gptq (w1..w8: layer by layer "
                         "on text the model samples itself, act-order; docs/model.md)")
+    p.add_argument("--calibration", default=None, metavar="TEXT",
+                   help="with --fit gptq: a UTF-8 text file to calibrate on (default: sequences "
+                        "the model samples itself, cached)")
     p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
     p.add_argument("--matmul", default="lut", choices=("lut", "dequant"),
                    help="lut: tmac's table-lookup kernels (default); dequant: the baseline")
@@ -49,8 +52,28 @@ def open_model(args, fmt_name=None, quiet=False):
     if not quiet:
         say(f"loading {args.model} as {fmt.label} ...")
     om = store.open_model(args.model, fmt, use_cache=not args.no_cache,
-                           progress=progress_bar(f"quantizing to {fmt.name}", quiet))
-    return om, fmt
+                           progress=progress_bar(f"quantizing to {fmt.name}", quiet),
+                           calibration=_calibration(args, fmt))
+    return om, om.model.format if om.saved else fmt
+
+
+def _calibration(args, fmt):
+    """Token ids of ``--calibration TEXT`` (None without it: the model samples its own)."""
+    text_file = getattr(args, "calibration", None)
+    if text_file is None:
+        return None
+    if fmt.fit != "gptq":
+        raise ValueError("--calibration is only used by --fit gptq")
+    from pathlib import Path
+
+    from tmac.model import fetch, loader
+    from tmac.model.calibration import from_text
+    from tmac.model.tokenizer import GGUFTokenizer
+
+    text = Path(text_file).read_text(encoding="utf-8")
+    metadata = loader.load(fetch.resolve(args.model), native=True).metadata
+    return from_text(GGUFTokenizer.from_metadata(metadata), text,
+                     where=f"--calibration {text_file}")
 
 
 def progress_bar(label, quiet=False):

@@ -26,7 +26,7 @@ import numpy as np
 
 from tmac import cache
 from tmac.bitplanes import narrowest, pack_codes, unpack_codes
-from tmac.model import fetch
+from tmac.model import fetch, modelfile
 from tmac.model.formats import ModelFormat, head_format
 from tmac.model.runtime import LINEARS, PreparedModel, prepare, prepare_native
 
@@ -39,24 +39,32 @@ class OpenModel:
     tokenizer: object          # tmac.model.tokenizer.GGUFTokenizer
     model: PreparedModel
     gguf: object               # tmac.model.loader.GGUFModel, or None when served from the cache
+    saved: bool = False        # a file written by ``tmac quantize`` (its own format)
 
 
-def open_model(model: str, fmt: ModelFormat, *, use_cache: bool = True, progress=None) -> OpenModel:
+def open_model(model: str, fmt: ModelFormat, *, use_cache: bool = True, progress=None,
+               calibration=None) -> OpenModel:
     """``model`` is a GGUF path or a fetched model name ("smollm2").
 
     With the cache, a quantized format whose weights were prepared before is opened without
     parsing the GGUF at all: the metadata, tokenizer, embedding and norms come from a "base"
     entry (parsing the 49k-token vocabulary with gguf takes ~3 s, dequantizing ~1 s).
+
+    ``calibration``: token ids (S, T) for fit "gptq" (default: the model's own samples,
+    tmac.model.calibration); part of the cache key. A file saved by ``tmac quantize``
+    (tmac.model.modelfile) opens as it was saved.
     """
     from tmac.model import loader
     from tmac.model.tokenizer import GGUFTokenizer
 
     path = fetch.resolve(model)
+    if modelfile.is_model_file(path):
+        return _open_model_file(path, fmt)
     if fmt.is_native:                       # nothing to requantize, nothing to cache
         g = loader.load(path, native=True)
         return OpenModel(path, GGUFTokenizer.from_metadata(g.metadata),
                          prepare_native(g.weights), g)
-    cache_file = prepared_path(path, fmt) if use_cache and not fmt.is_float else None
+    cache_file = prepared_path(path, fmt, calibration) if use_cache and not fmt.is_float else None
     base_file = base_path(path) if cache_file is not None else None
     if cache_file is not None and cache_file.is_file() and base_file.is_file():
         try:
@@ -77,11 +85,11 @@ def open_model(model: str, fmt: ModelFormat, *, use_cache: bool = True, progress
             prepared = None
     written = prepared is None
     if prepared is None:
-        ids = None
-        if fmt.fit == "gptq":
-            from tmac.model import calibration
+        ids = calibration
+        if fmt.fit == "gptq" and ids is None:
+            from tmac.model.calibration import self_generated
 
-            ids = calibration.self_generated(path, progress=progress)
+            ids = self_generated(path, progress=progress)
         prepared = prepare(g.weights, fmt, progress=progress, calibration=ids)
         if cache_file is not None:
             save_prepared(prepared, cache_file)
@@ -93,13 +101,27 @@ def open_model(model: str, fmt: ModelFormat, *, use_cache: bool = True, progress
     return OpenModel(path, tok, prepared, g)
 
 
+def _open_model_file(path, fmt: ModelFormat) -> OpenModel:
+    """A model saved by ``tmac quantize``: its own format; ``fmt`` must be native (the
+    commands' default, "whatever the file holds") or that same format."""
+    from tmac.model.tokenizer import GGUFTokenizer
+
+    meta, prepared = modelfile.load(path)
+    if not fmt.is_native and fmt != prepared.format:
+        raise ValueError(f"--format: {path} holds {prepared.format.label}, saved by tmac "
+                         f"quantize; leave --format out (or give that format)")
+    return OpenModel(Path(path), GGUFTokenizer.from_metadata(meta), prepared, None, saved=True)
+
+
 def _quantizer_digest():
-    """Hash of the code that decides quantized values: the reference, the API, the formats."""
+    """Hash of the code that decides quantized values: the reference, the API, the formats,
+    and the whole-model fits (GPTQ over the model, its calibration)."""
     import tmac
 
     package = Path(tmac.__file__).parent
     files = sorted((package / "reference").glob("*.py")) + sorted((package / "formats").glob("*.py"))
-    files += [package / "api.py"]
+    files += [package / "api.py", package / "model" / "gptq.py",
+              package / "model" / "calibration.py"]
     digest = hashlib.sha256()
     for f in files:
         if f.is_file():
@@ -148,9 +170,13 @@ def load_base(path: Path):
     return meta, weights
 
 
-def prepared_path(gguf_path, fmt: ModelFormat) -> Path:
-    key = json.dumps({**_file_key(gguf_path), "format": asdict(fmt), "head": asdict(head_format(fmt)),
-                      "quantizer": _quantizer_digest()}, sort_keys=True)
+def prepared_path(gguf_path, fmt: ModelFormat, calibration=None) -> Path:
+    fields = {**_file_key(gguf_path), "format": asdict(fmt), "head": asdict(head_format(fmt)),
+              "quantizer": _quantizer_digest()}
+    if calibration is not None:
+        ids = np.ascontiguousarray(calibration, np.int64)
+        fields["calibration"] = [list(ids.shape), hashlib.sha256(ids.tobytes()).hexdigest()]
+    key = json.dumps(fields, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return fetch.cache_dir() / "prepared" / f"{Path(gguf_path).stem}-{fmt.name}-{digest}.npz"
 

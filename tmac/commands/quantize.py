@@ -1,0 +1,79 @@
+"""``tmac quantize MODEL --format w3 --fit gptq -o OUT``: fit once, save, run from the file.
+
+The saved model (tmac.model.modelfile) holds the weights at their packed size with the
+tokenizer and configuration; every model command opens it with ``--model OUT``."""
+
+from tmac.commands import positive_int
+
+
+def add_parser(subparsers):
+    from tmac.model.formats import DEFAULT_HEAD, FORMATS, fit_choices
+
+    p = subparsers.add_parser("quantize", help="quantize a GGUF model into a tmac format once "
+                                               "(GPTQ, HQQ, ...) and save it; --model OUT runs it")
+    p.add_argument("model", help="a GGUF file or a fetched model name (e.g. smollm2)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="the model file to write (open it with --model OUT)")
+    p.add_argument("--format", default="w4", choices=[f for f in FORMATS if f not in ("native", "f32")],
+                   metavar="FORMAT", help="weight format (default w4); one of w8..w1, asym8.., "
+                                          "sym8.., ternary, m0e4, e2m1")
+    p.add_argument("--group-size", type=positive_int, default=None,
+                   help="weights per scale (default 32)")
+    p.add_argument("--head", default=DEFAULT_HEAD, metavar="FORMAT",
+                   help=f"the output head's format (default {DEFAULT_HEAD}; 'same': the body's)")
+    p.add_argument("--sym", action="store_true", help="symmetric w1..w8 (zero fixed at 2^(b-1))")
+    p.add_argument("--fit", default=None, choices=fit_choices(),
+                   help="lsq (default), minmax, hqq, or gptq (layer by layer on calibration "
+                        "text; docs/model.md)")
+    p.add_argument("--calibration", default=None, metavar="TEXT",
+                   help="with --fit gptq: a UTF-8 text file to calibrate on (default: "
+                        "sequences the model samples itself, cached)")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    import time
+    from pathlib import Path
+
+    from tmac.model import fetch, formats, loader, modelfile
+    from tmac.model.calibration import from_text
+    from tmac.model.cli import progress_bar, say
+    from tmac.model.runtime import prepare
+    from tmac.model.tokenizer import GGUFTokenizer
+
+    loader.require_extra()
+    fmt = formats.parse(args.format, args.group_size, args.sym, head=args.head, fit=args.fit)
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise ValueError(f"--output: {out} exists; pass --force to overwrite it")
+    if args.calibration is not None and fmt.fit != "gptq":
+        raise ValueError("--calibration is only used by --fit gptq")
+    path = fetch.resolve(args.model)
+    if modelfile.is_model_file(path):
+        raise ValueError(f"model: {path} is already a quantized tmac model; quantize its GGUF")
+    started = time.perf_counter()
+    g = loader.load(path)
+    ids = None
+    if fmt.fit == "gptq":
+        if args.calibration is not None:
+            text = Path(args.calibration).read_text(encoding="utf-8")
+            ids = from_text(GGUFTokenizer.from_metadata(g.metadata), text,
+                            where=f"--calibration {args.calibration}")
+        else:
+            from tmac.model.calibration import self_generated
+
+            ids = self_generated(path, progress=progress_bar("sampling calibration text",
+                                                             args.quiet))
+    say(f"quantizing {path.name} to {fmt.label} ...")
+    prepared = prepare(g.weights, fmt, calibration=ids,
+                       progress=progress_bar(f"quantizing to {fmt.name}", args.quiet))
+    modelfile.save(out, prepared, g.metadata, source=path.name)
+    seconds = time.perf_counter() - started
+    weights = prepared.weight_bytes()
+    n = sum(m.shape[0] * m.shape[1] for m in prepared.matrices())
+    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB ({weights / 1e6:.1f} MB of linear weights, "
+          f"{8 * weights / n:.2f} bits/weight), {fmt.label}, {seconds:.0f} s")
+    print(f"run it: tmac generate --model {out}   ·   tmac perplexity --model {out}")
+    return 0
