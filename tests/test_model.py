@@ -495,6 +495,18 @@ def test_cli_generate_and_perplexity(tmp_path, monkeypatch, capsys, tiny_path):
                  str(text)]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert float(last) > 1
+    # a shipped text by name: the same tokens as its file
+    from tmac.model import texts
+
+    args = ["perplexity", "--model", str(tiny_path), "--format", "f32", "--ctx", "32",
+            "--max-chunks", "2"]
+    assert main(args + ["tmac_docs"]) == 0
+    by_name = capsys.readouterr().out
+    assert "tmac_docs.txt" in by_name
+    assert main(args + [str(texts.path("tmac_docs"))]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == by_name.splitlines()[-1]
+    assert main(args + ["no_such_text"]) == 2
+    assert "tmac_docs" in capsys.readouterr().err
     assert main(["generate", "--model", str(tiny_path), "--format", "w4", "--group-size", "48",
                  "x"]) == 2
     assert "group_size" in capsys.readouterr().err

@@ -11,8 +11,9 @@ def add_parser(subparsers):
     p = subparsers.add_parser("perplexity", help="perplexity of a text file under a GGUF llama "
                                                  "model in a tmac format (llama.cpp's method)")
     p.add_argument("file", nargs="?", default=None,
-                   help="a UTF-8 text file (default: the shipped Declaration of Independence and "
-                        "Gettysburg Address, tmac.model.texts)")
+                   help="a UTF-8 text file, or a shipped text's name (declaration_gettysburg, "
+                        "the default: the Declaration of Independence and Gettysburg Address; "
+                        "tmac_docs: tmac's documentation; tmac.model.texts)")
     add_model_arguments(p)
     p.add_argument("--ctx", type=int, default=256, help="tokens per chunk (default 256); the "
                                                         "second half of each chunk is scored")
@@ -31,7 +32,13 @@ def run(args):
         raise ValueError(f"--ctx must be >= 4, got {args.ctx}")
     from tmac.model import texts
 
-    source = Path(args.file) if args.file else texts.path()
+    if args.file is None or Path(args.file).is_file():
+        source = Path(args.file) if args.file else texts.path()
+    elif args.file in texts.names():
+        source = texts.path(args.file)
+    else:
+        raise ValueError(f"file: no such file or shipped text {args.file!r} (shipped: "
+                         f"{', '.join(texts.names())})")
     text = source.read_text(encoding="utf-8")
     om, fmt = open_model(args)
     ids = om.tokenizer.encode(text)

@@ -3,6 +3,10 @@
     declaration_gettysburg   the US Declaration of Independence (1776) and the Gettysburg
                              Address (1863), 9.7 KB, 2057 SmolLM2 tokens: the default text of
                              ``tmac perplexity`` and ``tmac bench model``
+    tmac_docs                tmac's own documentation (docs/*.md of commit d16c9c5 joined in
+                             name order), 143 KB, technical English with tables and code: the
+                             text of the issue-19 fitting study's protocol (24 chunks of 256);
+                             ``tmac perplexity tmac_docs --max-chunks 24``
 """
 from __future__ import annotations
 
