@@ -52,6 +52,10 @@ def test_saved_model_is_the_prepared_model_and_scores_the_same(fmt, tiny_path, t
     assert main(args + ["--model", str(out)]) == 0
     assert _last_number(capsys) == direct
     assert main(["generate", "--model", str(out), "--max-tokens", "3", "hello"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    listing = capsys.readouterr().out
+    assert "saved by tmac quantize" in listing and f"{got.format.label}" in listing
 
 
 def test_gptq_with_a_users_calibration_text(tiny_path, tmp_path, capsys):

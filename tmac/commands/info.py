@@ -19,7 +19,11 @@ def model_report(model):
     from tmac.display import Report
     from tmac.model import fetch, loader
 
+    from tmac.model import modelfile
+
     path = fetch.resolve(model)
+    if modelfile.is_model_file(path):
+        return saved_model_report(path)
     loader.check_header(path)
     gguf = loader._require_gguf()
     try:
@@ -41,6 +45,32 @@ def model_report(model):
              f"({meta.get('general.name', '?')}), {len(reader.tensors)} tensors, "
              f"{sum(r['mb'] for r in rows):.1f} MB")
     columns = [("type", "type", "{}"), ("tensors", "tensors", "{}"), ("weights", "weights", "{}"),
+               ("mb", "MB", "{:.1f}"), ("bits", "bits/weight", "{:.3f}"), ("runs", "tmac", "{}")]
+    return Report(title, columns, rows)
+
+
+def saved_model_report(path):
+    """A ``Report`` of a file saved by ``tmac quantize``: its matrices by scheme, width and
+    group size, with their packed bytes."""
+    from collections import defaultdict
+
+    from tmac.display import Report
+    from tmac.model import modelfile
+
+    _, model = modelfile.load(path)
+    by_kind = defaultdict(lambda: [0, 0, 0])
+    for qw in model.matrices():
+        entry = by_kind[(qw.scheme, qw.bits, qw.group_size)]
+        entry[0] += 1
+        entry[1] += qw.shape[0] * qw.shape[1]
+        entry[2] += qw.nbytes
+    rows = [{"type": f"{scheme} {bits}-bit g{group}", "tensors": n, "weights": f"{w / 1e6:.1f} M",
+             "mb": b / 1e6, "bits": 8 * b / w, "runs": "lookup kernels"}
+            for (scheme, bits, group), (n, w, b) in sorted(by_kind.items(),
+                                                           key=lambda kv: -kv[1][2])]
+    title = (f"{path.name}: saved by tmac quantize, {model.format.label}, "
+             f"{len(model.matrices())} matrices, {sum(r['mb'] for r in rows):.1f} MB")
+    columns = [("type", "type", "{}"), ("tensors", "matrices", "{}"), ("weights", "weights", "{}"),
                ("mb", "MB", "{:.1f}"), ("bits", "bits/weight", "{:.3f}"), ("runs", "tmac", "{}")]
     return Report(title, columns, rows)
 
