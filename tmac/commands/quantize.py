@@ -25,6 +25,11 @@ def add_parser(subparsers):
     p.add_argument("--fit", default=None, choices=fit_choices(),
                    help="lsq (default), minmax, hqq, or gptq (layer by layer on calibration "
                         "text; docs/model.md)")
+    p.add_argument("--bpw", type=float, default=None, metavar="BITS",
+                   help="a bits-per-weight budget over every matrix and the head (codes, "
+                        "scales and offsets counted): each matrix gets its width, 2..8 at "
+                        "--group-size, from its measured sensitivity (--format must be w1..w8; "
+                        "docs/model.md)")
     p.add_argument("--calibration", default=None, metavar="TEXT",
                    help="with --fit gptq: a UTF-8 text file to calibrate on (default: "
                         "sequences the model samples itself, cached)")
@@ -37,7 +42,8 @@ def run(args):
     import time
     from pathlib import Path
 
-    from tmac.model import fetch, formats, loader, modelfile
+    from tmac.model import fetch, formats, loader, mix, modelfile
+    from tmac.model.formats import ModelFormat
     from tmac.model.calibration import from_text
     from tmac.model.cli import progress_bar, say
     from tmac.model.runtime import prepare
@@ -48,15 +54,22 @@ def run(args):
     out = Path(args.output)
     if out.exists() and not args.force:
         raise ValueError(f"--output: {out} exists; pass --force to overwrite it")
-    if args.calibration is not None and fmt.fit != "gptq":
-        raise ValueError("--calibration is only used by --fit gptq")
+    if args.calibration is not None and fmt.fit != "gptq" and args.bpw is None:
+        raise ValueError("--calibration is only used by --fit gptq and --bpw")
+    if args.bpw is not None:
+        if fmt.scheme != "affine":
+            raise ValueError(f"--bpw mixes widths of w1..w8 (affine); --format {args.format} "
+                             f"is not one")
+        if not 1 < args.bpw <= 64:
+            raise ValueError(f"--bpw must be a number of bits per weight in (1, 64], got "
+                             f"{args.bpw:g}")
     path = fetch.resolve(args.model)
     if modelfile.is_model_file(path):
         raise ValueError(f"model: {path} is already a quantized tmac model; quantize its GGUF")
     started = time.perf_counter()
     g = loader.load(path)
     ids = None
-    if fmt.fit == "gptq":
+    if fmt.fit == "gptq" or args.bpw is not None:
         if args.calibration is not None:
             text = Path(args.calibration).read_text(encoding="utf-8")
             ids = from_text(GGUFTokenizer.from_metadata(g.metadata), text,
@@ -66,10 +79,21 @@ def run(args):
 
             ids = self_generated(path, progress=progress_bar("sampling calibration text",
                                                              args.quiet))
+    plan = None
+    if args.bpw is not None:
+        plan = mix.plan_for_model(path, g.weights, ids, args.bpw, fmt.group_size,
+                                  progress=progress_bar("measuring each matrix's sensitivity",
+                                                        args.quiet))
+        say(f"plan: {plan.bits_per_weight():.3f} bits/weight, widths by matrix kind "
+            f"{plan.widths_by_kind()}, predicted NLL increase {plan.predicted_cost():.4f}")
+        fmt = ModelFormat("mix", max(plan.bits.values()), fmt.group_size, "affine", fit=fmt.fit,
+                          mix=args.bpw)
     say(f"quantizing {path.name} to {fmt.label} ...")
-    prepared = prepare(g.weights, fmt, calibration=ids,
+    prepared = prepare(g.weights, fmt, calibration=ids if fmt.fit == "gptq" else None,
+                       matrix_formats=plan.formats(fmt.fit) if plan else None,
                        progress=progress_bar(f"quantizing to {fmt.name}", args.quiet))
-    modelfile.save(out, prepared, g.metadata, source=path.name)
+    modelfile.save(out, prepared, g.metadata, source=path.name,
+                   plan=plan.as_dict() if plan else None)
     seconds = time.perf_counter() - started
     weights = prepared.weight_bytes()
     n = sum(m.shape[0] * m.shape[1] for m in prepared.matrices())

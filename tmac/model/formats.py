@@ -63,6 +63,7 @@ class ModelFormat:
     scheme: str | None        # a format of tmac.formats.FORMATS; None for f32
     head: "ModelFormat | None" = None   # the output head's format; None: this one
     fit: str | None = None    # tmac.quantize's fit ("lsq", "hqq", ...); None: the scheme's default
+    mix: float | None = None  # a mix of widths under this bits-per-weight budget (tmac.model.mix)
 
     @property
     def is_float(self) -> bool:
@@ -75,6 +76,9 @@ class ModelFormat:
 
     @property
     def label(self) -> str:
+        if self.mix is not None:
+            fit = f", {self.fit}" if self.fit else ""
+            return f"mix {self.mix:g} bpw (w2..w8 g{self.group_size}{fit}, head included)"
         if self.scheme is None or self.group_size is None:
             body = self.name
         else:

@@ -55,9 +55,11 @@ def _attention(x, lw, c, q_w, cos, sin):
     return out
 
 
-def fit_layers(weights, fmt, ids, act_order=True, progress=None) -> list:
+def fit_layers(weights, fmt, ids, act_order=True, progress=None, matrix_formats=None) -> list:
     """Per layer {"qkv", "o", "gate_up", "down"}: (codes, scales, offsets) in the affine form,
-    fitted by GPTQ on the calibration ``ids`` (S, T). ``fmt`` gives bits and group size."""
+    fitted by GPTQ on the calibration ``ids`` (S, T). ``fmt`` gives bits and group size;
+    ``matrix_formats`` {"<layer>.<linear>": ModelFormat} another for any matrix (a mix)."""
+    chosen = matrix_formats or {}
     c = weights.config
     ids = np.asarray(ids, np.int64)
     cos, sin = spec.rope_tables(ids.shape[1], c.rope_dim, c.rope_base)
@@ -66,15 +68,16 @@ def fit_layers(weights, fmt, ids, act_order=True, progress=None) -> list:
     for i, lw in enumerate(weights.layers):
         out = {}
         h = spec.rms_norm(x, lw["attn_norm"], c.norm_eps)
-        out["qkv"] = _fit(np.vstack([lw["wq"], lw["wk"], lw["wv"]]), h, fmt, act_order)
+        f = {name: chosen.get(f"{i}.{name}", fmt) for name in ("qkv", "o", "gate_up", "down")}
+        out["qkv"] = _fit(np.vstack([lw["wq"], lw["wk"], lw["wv"]]), h, f["qkv"], act_order)
         a = _attention(h, lw, c, affine.dequantize(*out["qkv"]), cos, sin)
-        out["o"] = _fit(lw["wo"], a, fmt, act_order)
+        out["o"] = _fit(lw["wo"], a, f["o"], act_order)
         x = x + a @ affine.dequantize(*out["o"]).T
         h = spec.rms_norm(x, lw["ffn_norm"], c.norm_eps)
-        out["gate_up"] = _fit(np.vstack([lw["w_gate"], lw["w_up"]]), h, fmt, act_order)
+        out["gate_up"] = _fit(np.vstack([lw["w_gate"], lw["w_up"]]), h, f["gate_up"], act_order)
         gate_up = h @ affine.dequantize(*out["gate_up"]).T
         m = spec.silu(gate_up[..., :c.ffn_dim]) * gate_up[..., c.ffn_dim:]
-        out["down"] = _fit(lw["w_down"], m, fmt, act_order)
+        out["down"] = _fit(lw["w_down"], m, f["down"], act_order)
         x = x + m @ affine.dequantize(*out["down"]).T
         fitted.append(out)
         if progress:

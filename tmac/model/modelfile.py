@@ -8,6 +8,7 @@ layout, docs/golden-format.md §12 "Saved models":
     __metadata__   tmac.format = "tmac-model", tmac.version = "1", tmac.generator,
                    format   the ModelFormat as JSON (its label in every report)
                    source   the GGUF file's name it was made from, fit notes (free text)
+                   plan     (a mix only) JSON: each matrix's width, the measured costs
                    matrices JSON {name: a saved weight's metadata (tmac.weightfile.encode)}
     gguf.metadata  U8     the source GGUF's metadata as UTF-8 JSON (vocabulary, merges, config)
     embed          the embedding: a saved weight when a format holds it exactly (llama.cpp's
@@ -51,8 +52,10 @@ def is_model_file(path) -> bool:
     return len(head) > 8 and head[8:9] == b"{" and FORMAT.encode() in head
 
 
-def save(path, model: PreparedModel, gguf_metadata: dict, source: str = "") -> None:
-    """Write ``model`` with the tokenizer and configuration of ``gguf_metadata`` to ``path``."""
+def save(path, model: PreparedModel, gguf_metadata: dict, source: str = "",
+         plan: dict | None = None) -> None:
+    """Write ``model`` with the tokenizer and configuration of ``gguf_metadata`` to ``path``;
+    ``plan``: a mix's plan (tmac.model.mix.Plan.as_dict), kept as JSON for the record."""
     tensors, matrices = {}, {}
     mats = {"head": model.head, **{f"{i}.{k}": layer[k] for i, layer in enumerate(model.layers)
                                    for k in LINEARS}}
@@ -76,6 +79,8 @@ def save(path, model: PreparedModel, gguf_metadata: dict, source: str = "") -> N
     meta = {"tmac.format": FORMAT, "tmac.version": VERSION,
             "tmac.generator": weightfile._generator(), "format": json.dumps(asdict(model.format)),
             "source": source, "matrices": json.dumps(matrices, sort_keys=True)}
+    if plan is not None:
+        meta["plan"] = json.dumps(plan, sort_keys=True)
     weightfile.write_atomic(path, container.encode(tensors, meta))
 
 

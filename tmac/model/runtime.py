@@ -131,8 +131,6 @@ def prepare(weights: LlamaWeights, fmt: ModelFormat, progress=None, matrix_forma
     ids (S, T) (tmac.model.calibration); the head keeps its format's own fit.
     ``progress(i, n)`` is called after each layer when given.
     """
-    if fmt.fit == "gptq":
-        return _prepare_gptq(weights, fmt, calibration, progress)
     chosen = dict(matrix_formats or {})
     known = {"head"} | {f"{i}.{name}" for i in range(len(weights.layers)) for name in LINEARS}
     for key in chosen:
@@ -140,6 +138,8 @@ def prepare(weights: LlamaWeights, fmt: ModelFormat, progress=None, matrix_forma
             raise ValueError(f"matrix_formats: unknown matrix {key!r}; expected 'head' or "
                              f"'<layer 0..{len(weights.layers) - 1}>.<{'|'.join(LINEARS)}>'")
     chosen.setdefault("head", head_format(fmt))
+    if fmt.fit == "gptq":
+        return _prepare_gptq(weights, fmt, calibration, progress, chosen)
 
     def q(w, f, where):
         if f.is_float:
@@ -173,23 +173,30 @@ def prepare(weights: LlamaWeights, fmt: ModelFormat, progress=None, matrix_forma
                          weights.output_norm.astype(np.float32), head, layers)
 
 
-def _prepare_gptq(weights, fmt, calibration, progress):
-    """prepare() for fmt.fit == "gptq": every layer's matrices in the affine form GPTQ fitted."""
+def _prepare_gptq(weights, fmt, calibration, progress, chosen):
+    """prepare() for fmt.fit == "gptq": every layer's matrices in the affine form GPTQ fitted,
+    each at its width in ``chosen`` (matrix name -> affine ModelFormat; fmt for the rest)."""
     from tmac.formats import QuantizedWeight
     from tmac.model import gptq
 
     if calibration is None:
         raise ValueError("fit 'gptq' needs calibration token ids (tmac.model.calibration)")
-    def weight(codes, scales, offsets):
-        return QuantizedWeight(codes, scales, offsets, fmt.bits,
+    for key, f in chosen.items():
+        if key != "head" and f.scheme != "affine":
+            raise ValueError(f"matrix_formats: {key} is {f.label}; fit 'gptq' gives w1..w8 "
+                             f"(affine) only")
+
+    def weight(name, codes, scales, offsets):
+        return QuantizedWeight(codes, scales, offsets, chosen.get(name, fmt).bits,
                                codes.shape[1] // scales.shape[1], "affine")
 
-    fitted = gptq.fit_layers(weights, fmt, calibration, progress=progress)
-    layers = [{**{name: weight(*params) for name, params in f.items()},
+    fitted = gptq.fit_layers(weights, fmt, calibration, progress=progress,
+                             matrix_formats={k: f for k, f in chosen.items() if k != "head"})
+    layers = [{**{name: weight(f"{i}.{name}", *params) for name, params in f.items()},
                "attn_norm": lw["attn_norm"].astype(np.float32),
                "ffn_norm": lw["ffn_norm"].astype(np.float32)}
-              for f, lw in zip(fitted, weights.layers)]
-    head = head_format(fmt).quantize(weights.output)
+              for i, (f, lw) in enumerate(zip(fitted, weights.layers))]
+    head = chosen["head"].quantize(weights.output)
     return PreparedModel(weights.config, fmt, np.ascontiguousarray(weights.embed, np.float32),
                          weights.output_norm.astype(np.float32), head, layers)
 
