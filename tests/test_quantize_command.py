@@ -44,6 +44,9 @@ def test_saved_model_is_the_prepared_model_and_scores_the_same(fmt, tiny_path, t
     assert modelfile.is_model_file(out) and not modelfile.is_model_file(tiny_path)
     _, got = modelfile.load(out)
     _same_weights(want, got)
+    quality = got.notes["quality"]                  # measured at save time, the shipped text
+    assert quality["text"] == "declaration_gettysburg.txt" and quality["f32"] > 1
+    assert quality["perplexity"] > 1
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
     args = ["perplexity", str(text), "--ctx", "32", "--max-chunks", "2"]
@@ -116,3 +119,23 @@ def test_bad_quantize_arguments_are_one_line_errors(tiny_path, tmp_path, capsys)
     with pytest.raises(SystemExit):
         main(base + ["--format", "f32"])
     assert not (tmp_path / "x.tmac").exists()
+
+
+def test_generate_warns_once_when_the_saved_quality_is_poor(tiny_path, tmp_path, capsys):
+    out = tmp_path / "m.tmac"
+    assert main(["quantize", str(tiny_path), "--format", "w4", "-o", str(out), "--quiet"]) == 0
+    tensors, meta = container.read(str(out), max_file_bytes=1 << 40)
+    for ratio, warned in ((3.0, True), (1.01, False)):
+        quality = {"perplexity": 30.0 * ratio, "f32": 30.0, "text": "t.txt", "ctx": 256}
+        marked = tmp_path / f"q{ratio}.tmac"
+        container.write(str(marked), tensors, {**meta, "quality": json.dumps(quality)})
+        capsys.readouterr()
+        assert main(["generate", "--model", str(marked), "--max-tokens", "2", "hi"]) == 0
+        err = capsys.readouterr().err
+        assert err.count("warning: this model's perplexity") == (1 if warned else 0)
+        if warned:
+            assert "3.00x" in err
+    no_measure = tmp_path / "n.tmac"
+    assert main(["quantize", str(tiny_path), "--format", "w4", "-o", str(no_measure), "--quiet",
+                 "--no-measure"]) == 0
+    assert "quality" not in modelfile.load(no_measure)[1].notes

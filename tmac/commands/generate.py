@@ -32,6 +32,9 @@ def run(args):
         raise ValueError(f"--max-tokens must be >= 1, got {args.max_tokens}")
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
     om, fmt = open_model(args)
+    warning = quality_warning(om.model.notes.get("quality"))
+    if warning:
+        say(warning)
     tok = om.tokenizer
     text = args.prompt
     if args.chat:
@@ -57,3 +60,18 @@ def run(args):
         f"prefill {result.prompt_tokens} tokens: {result.prefill_tps:.1f} tok/s | "
         f"decode {result.decode_tokens} tokens: {result.decode_tps:.1f} tok/s | stop: {result.stopped}")
     return 0
+
+
+POOR_RATIO = 1.5        # a measured perplexity this many times float32's: the text will be poor
+
+
+def quality_warning(quality) -> str | None:
+    """One line when a saved model's measured perplexity (``tmac quantize``) is poor."""
+    if not quality or not quality.get("f32") or not quality.get("perplexity"):
+        return None
+    ratio = quality["perplexity"] / quality["f32"]
+    if ratio < POOR_RATIO:
+        return None
+    return (f"warning: this model's perplexity was measured at {ratio:.2f}x its float32 weights' "
+            f"({quality['perplexity']:.4g} vs {quality['f32']:.4g} on {quality.get('text', '?')}"
+            f"): expect poor text; more bits or --fit gptq help (docs/model.md)")

@@ -33,6 +33,9 @@ def add_parser(subparsers):
     p.add_argument("--calibration", default=None, metavar="TEXT",
                    help="with --fit gptq: a UTF-8 text file to calibrate on (default: "
                         "sequences the model samples itself, cached)")
+    p.add_argument("--no-measure", action="store_true",
+                   help="skip measuring the model's perplexity against float32 on the shipped "
+                        "text (kept in OUT; tmac generate warns when it is poor)")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -92,8 +95,15 @@ def run(args):
     prepared = prepare(g.weights, fmt, calibration=ids if fmt.fit == "gptq" else None,
                        matrix_formats=plan.formats(fmt.fit) if plan else None,
                        progress=progress_bar(f"quantizing to {fmt.name}", args.quiet))
-    modelfile.save(out, prepared, g.metadata, source=path.name,
-                   plan=plan.as_dict() if plan else None)
+    if plan is not None:
+        prepared.notes["plan"] = plan.as_dict()
+    if not args.no_measure:
+        prepared.notes["quality"] = measure_quality(g.weights, prepared,
+                                                    GGUFTokenizer.from_metadata(g.metadata))
+        q = prepared.notes["quality"]
+        say(f"perplexity on {q['text']} (ctx {q['ctx']}): {q['perplexity']:.4f}, "
+            f"{q['perplexity'] / q['f32']:.3f}x float32 ({q['f32']:.4f})")
+    modelfile.save(out, prepared, g.metadata, source=path.name)
     seconds = time.perf_counter() - started
     weights = prepared.weight_bytes()
     n = sum(m.shape[0] * m.shape[1] for m in prepared.matrices())
@@ -101,3 +111,23 @@ def run(args):
           f"{8 * weights / n:.2f} bits/weight), {fmt.label}, {seconds:.0f} s")
     print(f"run it: tmac generate --model {out}   ·   tmac perplexity --model {out}")
     return 0
+
+
+QUALITY_CTX = 256
+
+
+def measure_quality(weights, prepared, tokenizer) -> dict:
+    """Perplexity of ``prepared`` and of the float32 weights on the shipped default text
+    (llama.cpp's method, ctx ``QUALITY_CTX``): the record ``tmac generate`` checks."""
+    from tmac.model import texts
+    from tmac.model.formats import parse
+    from tmac.model.generate import perplexity
+    from tmac.model.runtime import Runtime, prepare
+
+    ids = tokenizer.encode(texts.read())
+    ctx = min(QUALITY_CTX, weights.config.context_length)
+    measured = {}
+    for name, model in (("perplexity", prepared), ("f32", prepare(weights, parse("f32")))):
+        runtime = Runtime(model, max_ctx=ctx, max_seq=ctx)
+        measured[name] = perplexity(runtime, ids, ctx).perplexity
+    return {**measured, "text": texts.path().name, "ctx": ctx}

@@ -8,6 +8,8 @@ layout, docs/golden-format.md §12 "Saved models":
     __metadata__   tmac.format = "tmac-model", tmac.version = "1", tmac.generator,
                    format   the ModelFormat as JSON (its label in every report)
                    source   the GGUF file's name it was made from, fit notes (free text)
+                   quality  JSON: perplexity of the model and of float32 on a shipped text,
+                            measured when it was saved (``tmac generate`` warns when poor)
                    plan     (a mix only) JSON: each matrix's width, the measured costs
                    matrices JSON {name: a saved weight's metadata (tmac.weightfile.encode)}
     gguf.metadata  U8     the source GGUF's metadata as UTF-8 JSON (vocabulary, merges, config)
@@ -36,6 +38,7 @@ from tmac.model.runtime import LINEARS, PreparedModel
 FORMAT = "tmac-model"
 VERSION = "1"
 _MAX_FILE_BYTES = 1 << 62
+NOTES = ("quality", "plan")       # what the file says of itself (PreparedModel.notes)
 
 
 class ModelFileError(ValueError):
@@ -52,10 +55,9 @@ def is_model_file(path) -> bool:
     return len(head) > 8 and head[8:9] == b"{" and FORMAT.encode() in head
 
 
-def save(path, model: PreparedModel, gguf_metadata: dict, source: str = "",
-         plan: dict | None = None) -> None:
+def save(path, model: PreparedModel, gguf_metadata: dict, source: str = "") -> None:
     """Write ``model`` with the tokenizer and configuration of ``gguf_metadata`` to ``path``;
-    ``plan``: a mix's plan (tmac.model.mix.Plan.as_dict), kept as JSON for the record."""
+    ``model.notes`` (its measured quality, a mix's plan) is kept as JSON."""
     tensors, matrices = {}, {}
     mats = {"head": model.head, **{f"{i}.{k}": layer[k] for i, layer in enumerate(model.layers)
                                    for k in LINEARS}}
@@ -79,8 +81,9 @@ def save(path, model: PreparedModel, gguf_metadata: dict, source: str = "",
     meta = {"tmac.format": FORMAT, "tmac.version": VERSION,
             "tmac.generator": weightfile._generator(), "format": json.dumps(asdict(model.format)),
             "source": source, "matrices": json.dumps(matrices, sort_keys=True)}
-    if plan is not None:
-        meta["plan"] = json.dumps(plan, sort_keys=True)
+    for key in NOTES:
+        if key in model.notes:
+            meta[key] = json.dumps(model.notes[key], sort_keys=True)
     weightfile.write_atomic(path, container.encode(tensors, meta))
 
 
@@ -142,8 +145,15 @@ def load(path):
         layer = {k: weight(f"{i}.{k}", shapes[k]) for k in LINEARS}
         layer["attn_norm"], layer["ffn_norm"] = attn_norm[i], ffn_norm[i]
         layers.append(layer)
+    notes = {}
+    for key in NOTES:
+        if key in meta:
+            try:
+                notes[key] = json.loads(meta[key])
+            except ValueError:
+                fail(f"metadata {key} is not JSON")
     model = PreparedModel(config, fmt, np.ascontiguousarray(embed, np.float32),
-                          floats("output_norm", (c.dim,)), weight("head", vocab), layers)
+                          floats("output_norm", (c.dim,)), weight("head", vocab), layers, notes)
     return gguf_metadata, model
 
 

@@ -19,7 +19,7 @@ the next call.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,6 +43,7 @@ class PreparedModel:
 
     ``layers[i]`` has "qkv", "o", "gate_up", "down" (float32 (M, K) arrays for f32, else
     QuantizedWeight) and the two norm vectors; ``head`` likewise; ``embed`` stays float32.
+    ``notes``: what a saved model file says of itself (its measured quality, a mix's plan).
     """
 
     config: LlamaConfig
@@ -51,6 +52,7 @@ class PreparedModel:
     output_norm: np.ndarray
     head: object
     layers: list
+    notes: dict = field(default_factory=dict)
 
     @property
     def head_format(self):
