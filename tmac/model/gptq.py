@@ -39,20 +39,26 @@ def _fit(w, inputs, fmt, act_order):
 
 
 def _attention(x, lw, c, q_w, cos, sin):
-    """Causal attention outputs (S, T, H * hd) of every sequence, with the fitted Q/K/V."""
+    """Causal attention outputs (S, T, H * hd) of every sequence, with the fitted Q/K/V:
+    tmac.model.reference's steps, batched over sequences and heads (matrix products)."""
     s, t, _ = x.shape
     positions = np.arange(t)
-    out = np.empty((s, t, c.n_heads * c.head_dim), np.float32)
-    for n in range(s):
-        qkv = x[n] @ q_w.T
-        q = qkv[:, :c.dim].reshape(t, c.n_heads, c.head_dim)
-        kv_dim = c.n_kv_heads * c.head_dim
-        k = qkv[:, c.dim:c.dim + kv_dim].reshape(t, c.n_kv_heads, c.head_dim)
-        v = qkv[:, c.dim + kv_dim:].reshape(t, c.n_kv_heads, c.head_dim)
-        q = spec.apply_rope(q, cos, sin, positions, c.rope_dim)
-        k = spec.apply_rope(k, cos, sin, positions, c.rope_dim)
-        out[n] = spec.attention(q, k.transpose(1, 0, 2), v.transpose(1, 0, 2), 0)
-    return out
+    kv_dim = c.n_kv_heads * c.head_dim
+    qkv = x @ q_w.T
+    q = qkv[..., :c.dim].reshape(s, t, c.n_heads, c.head_dim)
+    k = qkv[..., c.dim:c.dim + kv_dim].reshape(s, t, c.n_kv_heads, c.head_dim)
+    v = qkv[..., c.dim + kv_dim:].reshape(s, t, c.n_kv_heads, c.head_dim)
+    q = spec.apply_rope(q, cos, sin, positions, c.rope_dim).transpose(0, 2, 1, 3)   # (S, H, T, hd)
+    group = c.n_heads // c.n_kv_heads
+    k = np.repeat(spec.apply_rope(k, cos, sin, positions, c.rope_dim).transpose(0, 2, 1, 3),
+                  group, axis=1)
+    v = np.repeat(v.transpose(0, 2, 1, 3), group, axis=1)
+    scores = (q @ k.transpose(0, 1, 3, 2)) / np.float32(np.sqrt(c.head_dim))       # (S, H, T, T)
+    scores[..., np.triu(np.ones((t, t), bool), 1)] = -np.inf
+    scores -= scores.max(axis=-1, keepdims=True)
+    p = np.exp(scores)
+    p /= p.sum(axis=-1, keepdims=True)
+    return (p @ v).transpose(0, 2, 1, 3).reshape(s, t, c.n_heads * c.head_dim).astype(np.float32)
 
 
 def fit_layers(weights, fmt, ids, act_order=True, progress=None, matrix_formats=None) -> list:

@@ -210,7 +210,7 @@ def allocate(cost: dict, n_weights: dict, budget_bpw: float, group_size: int) ->
     return Plan({m: bits[m] for m in names}, group_size, {m: n_weights[m] for m in names}, cost)
 
 
-SENSITIVITY_SEQUENCES = 4     # calibration sequences the sensitivity is measured on
+SENSITIVITY_SEQUENCES = 2     # calibration sequences the sensitivity is measured on
 
 
 def cached_sensitivity(model_path, weights, ids, group_size: int, fit="lsq",
@@ -228,7 +228,7 @@ def cached_sensitivity(model_path, weights, ids, group_size: int, fit="lsq",
     key = json.dumps({"gguf": str(Path(model_path).resolve()), "size": st.st_size,
                       "mtime": st.st_mtime_ns, "ids": hashlib.sha256(ids.tobytes()).hexdigest(),
                       "shape": list(ids.shape), "group": group_size, "fit": fit,
-                      "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()},
+                      "code": _measuring_code_digest()},
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = fetch.cache_dir() / "calibration" / f"{Path(model_path).stem}-sensitivity-{digest}.json"
@@ -244,6 +244,19 @@ def cached_sensitivity(model_path, weights, ids, group_size: int, fit="lsq",
     part.write_text(json.dumps({m: {str(b): v for b, v in c.items()} for m, c in cost.items()}))
     part.replace(path)
     return cost
+
+
+def _measuring_code_digest():
+    """Hash of the code a measured cost depends on (not the rest of this module)."""
+    import hashlib
+    import inspect
+
+    from tmac.model import gptq
+    from tmac.reference import affine
+
+    parts = [sensitivity, _block, _nll, gptq._attention, affine.quantize, affine.dequantize]
+    text = "".join(inspect.getsource(f) for f in parts) + str(SENSITIVITY_SEQUENCES)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def plan_for_model(model_path, weights, ids, budget_bpw: float, group_size: int,
