@@ -133,3 +133,28 @@ def test_quantize_with_a_budget_saves_the_plan_and_runs(tmp_path, monkeypatch, c
     assert main(["quantize", str(path), "--bpw", "1.5", "--group-size", "16", "--calibration",
                  str(text), "-o", str(tmp_path / "x.tmac"), "--quiet"]) == 2
     assert "below the narrowest plan" in capsys.readouterr().err
+
+
+def test_quality_map_points_are_what_each_command_measures(tmp_path, monkeypatch, capsys):
+    from tmac.cli import main
+    from tmac.model import tiny
+
+    monkeypatch.setenv("TMAC_CACHE_DIR", str(tmp_path / "cache"))
+    path = str(tiny.write_tiny_llama(tmp_path / "tiny.gguf"))
+    plot = tmp_path / "map.png"
+    assert main(["quality-map", "--model", path, "--widths", "4", "2", "--fits", "lsq",
+                 "--group-sizes", "16", "--bpw", "5", "--ctx", "32", "--max-chunks", "3",
+                 "--plot", str(plot), "-o", "json"]) == 0
+    points = {p["label"]: p for p in json.loads(capsys.readouterr().out)["points"]}
+    assert list(points) == ["float32", "native", "w4 g16 lsq", "w2 g16 lsq", "mix 5 lsq"]
+    assert points["float32"]["bits_per_weight"] == 32.0
+    assert plot.stat().st_size > 10_000
+    for label, args in (("w4 g16 lsq", ["--format", "w4", "--group-size", "16"]),
+                        ("float32", ["--format", "f32"])):
+        assert main(["perplexity", "--model", path, "--ctx", "32", "--max-chunks", "3"]
+                    + args) == 0
+        assert float(capsys.readouterr().out.splitlines()[-1]) == \
+            pytest.approx(points[label]["perplexity"], abs=1e-4)
+    assert points["w2 g16 lsq"]["bits_per_weight"] < points["w4 g16 lsq"]["bits_per_weight"]
+    assert main(["quality-map", "--model", path, "--fits", "nope"]) == 2
+    assert "--fits" in capsys.readouterr().err

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tmac.model import reference as spec
-from tmac.model.formats import ModelFormat
+from tmac.model.formats import MODEL_FITS, ModelFormat
 
 MEASURED_WIDTHS = (2, 3, 4)
 RESOLUTION = 20000            # the budget in this many units, when sizes share no coarse unit
@@ -53,8 +53,10 @@ class Plan:
         return sum(self.cost[m][b] for m, b in self.bits.items()) if self.cost else math.nan
 
     def formats(self, fit=None) -> dict:
-        """{matrix name: ModelFormat} for ``runtime.prepare(matrix_formats=...)``."""
-        return {m: ModelFormat(f"w{b}", b, self.group_size, "affine", fit=fit)
+        """{matrix name: ModelFormat} for ``runtime.prepare(matrix_formats=...)``; the head
+        takes its own default fit under a whole-model fit (GPTQ fits the layers only)."""
+        return {m: ModelFormat(f"w{b}", b, self.group_size, "affine",
+                               fit=None if m == "head" and fit in MODEL_FITS else fit)
                 for m, b in self.bits.items()}
 
     def as_dict(self) -> dict:
