@@ -46,9 +46,8 @@ def run(args):
     from pathlib import Path
 
     from tmac.model import fetch, formats, loader, mix, modelfile
-    from tmac.model.formats import ModelFormat
-    from tmac.model.calibration import from_text
     from tmac.model.cli import progress_bar, say
+    from tmac.model.formats import ModelFormat
     from tmac.model.runtime import prepare
     from tmac.model.tokenizer import GGUFTokenizer
 
@@ -71,17 +70,8 @@ def run(args):
         raise ValueError(f"model: {path} is already a quantized tmac model; quantize its GGUF")
     started = time.perf_counter()
     g = loader.load(path)
-    ids = None
-    if fmt.fit == "gptq" or args.bpw is not None:
-        if args.calibration is not None:
-            text = Path(args.calibration).read_text(encoding="utf-8")
-            ids = from_text(GGUFTokenizer.from_metadata(g.metadata), text,
-                            where=f"--calibration {args.calibration}")
-        else:
-            from tmac.model.calibration import self_generated
-
-            ids = self_generated(path, progress=progress_bar("sampling calibration text",
-                                                             args.quiet))
+    needs_text = fmt.fit == "gptq" or args.bpw is not None
+    ids = calibration_ids(args, path, g) if needs_text else None
     plan = None
     if args.bpw is not None:
         plan = mix.plan_for_model(path, g.weights, ids, args.bpw, fmt.group_size,
@@ -114,6 +104,23 @@ def run(args):
 
 
 QUALITY_CTX = 256
+
+
+def calibration_ids(args, path, g):
+    """(S, T) token ids: ``--calibration TEXT`` cut into sequences, else the model's own
+    samples (cached; tmac.model.calibration)."""
+    from pathlib import Path
+
+    from tmac.model.calibration import from_text, self_generated
+    from tmac.model.cli import progress_bar
+    from tmac.model.tokenizer import GGUFTokenizer
+
+    if args.calibration is None:
+        return self_generated(path, progress=progress_bar("sampling calibration text",
+                                                          args.quiet))
+    text = Path(args.calibration).read_text(encoding="utf-8")
+    return from_text(GGUFTokenizer.from_metadata(g.metadata), text,
+                     where=f"--calibration {args.calibration}")
 
 
 def measure_quality(weights, prepared, tokenizer) -> dict:
