@@ -158,3 +158,11 @@ def test_quality_map_points_are_what_each_command_measures(tmp_path, monkeypatch
     assert points["w2 g16 lsq"]["bits_per_weight"] < points["w4 g16 lsq"]["bits_per_weight"]
     assert main(["quality-map", "--model", path, "--fits", "nope"]) == 2
     assert "--fits" in capsys.readouterr().err
+
+
+def test_plan_formats_leave_the_head_its_own_fit_under_gptq():
+    plan = mix.Plan({"head": 6, "0.qkv": 3}, 32, {"head": 64, "0.qkv": 64})
+    f = plan.formats("gptq")
+    assert (f["head"].bits, f["head"].fit, f["0.qkv"].bits, f["0.qkv"].fit) == (6, None, 3, "gptq")
+    assert plan.formats("hqq")["head"].fit == "hqq"
+    assert plan.widths_by_kind() == {"head": {6: 1}, "qkv": {3: 1}}
