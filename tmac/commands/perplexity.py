@@ -22,8 +22,6 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from pathlib import Path
-
     from tmac.model.cli import open_model, say
     from tmac.model.generate import perplexity
     from tmac.model.runtime import Runtime
@@ -32,13 +30,10 @@ def run(args):
         raise ValueError(f"--ctx must be >= 4, got {args.ctx}")
     from tmac.model import texts
 
-    if args.file is None or Path(args.file).is_file():
-        source = Path(args.file) if args.file else texts.path()
-    elif args.file in texts.names():
-        source = texts.path(args.file)
-    else:
-        raise ValueError(f"file: no such file or shipped text {args.file!r} (shipped: "
-                         f"{', '.join(texts.names())})")
+    try:
+        source = texts.resolve(args.file)
+    except ValueError as error:
+        raise ValueError(f"file: {error}") from None
     text = source.read_text(encoding="utf-8")
     om, fmt = open_model(args)
     ids = om.tokenizer.encode(text)

@@ -57,12 +57,10 @@ def run(args):
     for b in args.widths:
         if not 1 <= b <= 8:
             raise ValueError(f"--widths: {b} is not a width of w1..w8")
-    if args.text is None or Path(args.text).is_file():
-        source = Path(args.text) if args.text else texts.path()
-    elif args.text in texts.names():
-        source = texts.path(args.text)
-    else:
-        raise ValueError(f"text: no such file or shipped text {args.text!r}")
+    try:
+        source = texts.resolve(args.text)
+    except ValueError as error:
+        raise ValueError(f"text: {error}") from None
     text = source.read_text(encoding="utf-8")
     quiet = args.output != "table"
     points = []

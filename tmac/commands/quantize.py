@@ -3,11 +3,11 @@
 The saved model (tmac.model.modelfile) holds the weights at their packed size with the
 tokenizer and configuration; every model command opens it with ``--model OUT``."""
 
-from tmac.commands import positive_int
 
 
 def add_parser(subparsers):
-    from tmac.model.formats import DEFAULT_HEAD, FORMATS, fit_choices
+    from tmac.model.cli import add_fit_arguments
+    from tmac.model.formats import FORMATS
 
     p = subparsers.add_parser("quantize", help="quantize a GGUF model into a tmac format once "
                                                "(GPTQ, HQQ, ...) and save it; --model OUT runs it")
@@ -17,22 +17,12 @@ def add_parser(subparsers):
     p.add_argument("--format", default="w4", choices=[f for f in FORMATS if f not in ("native", "f32")],
                    metavar="FORMAT", help="weight format (default w4); one of w8..w1, asym8.., "
                                           "sym8.., ternary, m0e4, e2m1")
-    p.add_argument("--group-size", type=positive_int, default=None,
-                   help="weights per scale (default 32)")
-    p.add_argument("--head", default=DEFAULT_HEAD, metavar="FORMAT",
-                   help=f"the output head's format (default {DEFAULT_HEAD}; 'same': the body's)")
-    p.add_argument("--sym", action="store_true", help="symmetric w1..w8 (zero fixed at 2^(b-1))")
-    p.add_argument("--fit", default=None, choices=fit_choices(),
-                   help="lsq (default), minmax, hqq, or gptq (layer by layer on calibration "
-                        "text; docs/model.md)")
+    add_fit_arguments(p)
     p.add_argument("--bpw", type=float, default=None, metavar="BITS",
                    help="a bits-per-weight budget over every matrix and the head (codes, "
                         "scales and offsets counted): each matrix gets its width, 2..8 at "
                         "--group-size, from its measured sensitivity (--format must be w1..w8; "
                         "docs/model.md)")
-    p.add_argument("--calibration", default=None, metavar="TEXT",
-                   help="with --fit gptq: a UTF-8 text file to calibrate on (default: "
-                        "sequences the model samples itself, cached)")
     p.add_argument("--no-measure", action="store_true",
                    help="skip measuring the model's perplexity against float32 on the shipped "
                         "text (kept in OUT; tmac generate warns when it is poor)")

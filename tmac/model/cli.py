@@ -14,6 +14,18 @@ def add_model_arguments(p, formats=True):
                        help="weight format (default native: every tensor in its file's own type); "
                             "w4: affine 4-bit groups (llama.cpp's Q4_1 form), f32: dequantized "
                             f"GGUF weights; one of {', '.join(FORMATS)}")
+    add_fit_arguments(p)
+    p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
+    p.add_argument("--matmul", default="lut", choices=("lut", "dequant"),
+                   help="lut: tmac's table-lookup kernels (default); dequant: the baseline")
+    p.add_argument("--lut", default="int8", choices=("int8", "float32"),
+                   help="lookup tables: int8 (T-MAC's, default) or float32 (exact, slower)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="requantize now instead of reusing the cached quantized weights")
+
+
+def add_fit_arguments(p):
+    """--group-size, --head, --sym, --fit, --calibration: how a requantized format is made."""
     p.add_argument("--group-size", type=int, default=None,
                    help="weights per scale (default 32; must divide 576 and 1536)")
     p.add_argument("--head", default=DEFAULT_HEAD, metavar="FORMAT",
@@ -23,17 +35,10 @@ def add_model_arguments(p, formats=True):
                    help="how requantized weights are fitted (w1..w8, and the head when its format "
                         "has the choice): lsq (default, least squares), minmax (round to nearest) "
                         "hqq (half-quadratic, lp error, no data) or gptq (w1..w8: layer by layer "
-                        "on text the model samples itself, act-order; docs/model.md)")
+                        "on text the model samples itself, act-order, refits; docs/quality.md)")
     p.add_argument("--calibration", default=None, metavar="TEXT",
-                   help="with --fit gptq: a UTF-8 text file to calibrate on (default: sequences "
-                        "the model samples itself, cached)")
-    p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
-    p.add_argument("--matmul", default="lut", choices=("lut", "dequant"),
-                   help="lut: tmac's table-lookup kernels (default); dequant: the baseline")
-    p.add_argument("--lut", default="int8", choices=("int8", "float32"),
-                   help="lookup tables: int8 (T-MAC's, default) or float32 (exact, slower)")
-    p.add_argument("--no-cache", action="store_true",
-                   help="requantize now instead of reusing the cached quantized weights")
+                   help="with --fit gptq (or tmac quantize --bpw): a UTF-8 text file to calibrate "
+                        "on (default: sequences the model samples itself, cached)")
 
 
 def say(message):
