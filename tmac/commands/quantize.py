@@ -4,7 +4,6 @@ The saved model (tmac.model.modelfile) holds the weights at their packed size wi
 tokenizer and configuration; every model command opens it with ``--model OUT``."""
 
 
-
 def add_parser(subparsers):
     from tmac.model.cli import add_fit_arguments
     from tmac.model.formats import FORMATS
