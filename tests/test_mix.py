@@ -114,7 +114,7 @@ def test_quantize_with_a_budget_saves_the_plan_and_runs(tmp_path, monkeypatch, c
     text = tmp_path / "calib.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 60)
     out = tmp_path / "mix.tmac"
-    assert main(["quantize", str(path), "--bpw", "4.2", "--group-size", "16", "--calibration",
+    assert main(["quantize", str(path), "--bpw", "5.6", "--group-size", "16", "--calibration",
                  str(text), "-o", str(out), "--quiet"]) == 0
     _, meta = container.read(str(out), max_file_bytes=1 << 40)
     plan = json.loads(meta["plan"])
@@ -126,13 +126,20 @@ def test_quantize_with_a_budget_saves_the_plan_and_runs(tmp_path, monkeypatch, c
     assert len(set(widths)) > 1                                   # a real mix
     stored = sum(m.shape[0] * m.shape[1] * (m.bits + 32 / 16) / 8 for m in model.matrices())
     n = sum(m.shape[0] * m.shape[1] for m in model.matrices())
-    assert 8 * stored / n <= 4.2 and plan["bits_per_weight"] == pytest.approx(8 * stored / n)
-    assert model.format.label.startswith("mix 4.2 bpw")
+    assert 8 * stored / n <= 5.6 and plan["bits_per_weight"] == pytest.approx(8 * stored / n)
+    assert min(widths) >= 3                                       # the default --min-bits
+    assert model.format.label.startswith("mix 5.6 bpw")
     assert main(["perplexity", "--model", str(out), "--ctx", "32", str(text)]) == 0
-    assert "mix 4.2 bpw" in capsys.readouterr().out
-    assert main(["quantize", str(path), "--bpw", "1.5", "--group-size", "16", "--calibration",
-                 str(text), "-o", str(tmp_path / "x.tmac"), "--quiet"]) == 2
-    assert "below the narrowest plan" in capsys.readouterr().err
+    assert "mix 5.6 bpw" in capsys.readouterr().out
+    base = ["quantize", str(path), "--group-size", "16", "--calibration", str(text), "-o",
+            str(tmp_path / "x.tmac"), "--quiet"]
+    assert main(base + ["--bpw", "4.5"]) == 2                    # 3-bit codes + 2: 5 at least
+    assert "below the narrowest plan (5.000" in capsys.readouterr().err
+    assert main(base + ["--bpw", "4.5", "--min-bits", "2"]) == 0
+    assert min(m.bits for m in modelfile.load(tmp_path / "x.tmac")[1].matrices()) == 2
+    capsys.readouterr()
+    assert main(["quantize", str(path), "-o", str(tmp_path / "y.tmac"), "--min-bits", "2"]) == 2
+    assert "--min-bits is only used with --bpw" in capsys.readouterr().err
 
 
 def test_quality_map_points_are_what_each_command_measures(tmp_path, monkeypatch, capsys):

@@ -24,6 +24,8 @@ def add_parser(subparsers):
     p.add_argument("--bpw", type=float, nargs="*", default=[], metavar="BITS",
                    help="bits-per-weight budgets of mixed points (tmac quantize --bpw), fitted "
                         "with the last of --fits")
+    p.add_argument("--min-bits", type=int, default=3, metavar="B",
+                   help="the narrowest width a mix may give a matrix (default 3)")
     p.add_argument("--files", nargs="*", default=[], metavar="GGUF",
                    help="other GGUF files of the same weights, run in their own types (e.g. "
                         "tmac convert's Q4_0, Q5_0, Q8_0)")
@@ -93,6 +95,7 @@ def run(args):
         for budget in args.bpw:
             started = time.perf_counter()
             plan = mix.plan_for_model(path, g.weights, ids, budget, args.group_sizes[0],
+                                      min_bits=args.min_bits,
                                       progress=progress_bar("sensitivity", quiet))
             fmt = formats.ModelFormat("mix", max(plan.bits.values()), args.group_sizes[0],
                                       "affine", fit=fit, mix=budget)

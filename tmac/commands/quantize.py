@@ -22,6 +22,9 @@ def add_parser(subparsers):
                         "scales and offsets counted): each matrix gets its width, 2..8 at "
                         "--group-size, from its measured sensitivity (--format must be w1..w8; "
                         "docs/model.md)")
+    p.add_argument("--min-bits", type=int, default=None, metavar="B",
+                   help="with --bpw: the narrowest width a matrix may get (default 3: 2-bit "
+                        "matrices compound; docs/quality.md)")
     p.add_argument("--no-measure", action="store_true",
                    help="skip measuring the model's perplexity against float32 on the shipped "
                         "text (kept in OUT; tmac generate warns when it is poor)")
@@ -47,6 +50,8 @@ def run(args):
         raise ValueError(f"--output: {out} exists; pass --force to overwrite it")
     if args.calibration is not None and fmt.fit != "gptq" and args.bpw is None:
         raise ValueError("--calibration is only used by --fit gptq and --bpw")
+    if args.min_bits is not None and args.bpw is None:
+        raise ValueError("--min-bits is only used with --bpw")
     if args.bpw is not None:
         if fmt.scheme != "affine":
             raise ValueError(f"--bpw mixes widths of w1..w8 (affine); --format {args.format} "
@@ -64,6 +69,7 @@ def run(args):
     plan = None
     if args.bpw is not None:
         plan = mix.plan_for_model(path, g.weights, ids, args.bpw, fmt.group_size,
+                                  min_bits=args.min_bits or mix.MIN_BITS,
                                   progress=progress_bar("measuring each matrix's sensitivity",
                                                         args.quiet))
         say(f"plan: {plan.bits_per_weight():.3f} bits/weight, widths by matrix kind "
