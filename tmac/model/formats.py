@@ -78,7 +78,8 @@ class ModelFormat:
     def label(self) -> str:
         if self.mix is not None:
             fit = f", {self.fit}" if self.fit else ""
-            return f"mix {self.mix:g} bpw (widths per matrix, g{self.group_size}{fit}, head included)"
+            return (f"mix {self.mix:g} bpw (widths per matrix, g{self.group_size}{fit}, "
+                    f"head included)")
         if self.scheme is None or self.group_size is None:
             body = self.name
         else:
