@@ -56,6 +56,10 @@ def test_saved_model_is_the_prepared_model_and_scores_the_same(fmt, tiny_path, t
     assert _last_number(capsys) == direct
     assert main(["generate", "--model", str(out), "--max-tokens", "3", "hello"]) == 0
     capsys.readouterr()
+    assert main(["bench", "model", "--model", str(out), "--thread-counts", "1", "--repeat", "1",
+                 "--prompt", "8", "--decode", "4", "--ppl-ctx", "256"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| " + fmt)]
+    assert len(row) == 1 and row[0].endswith("x |")          # vs f32 from the saved record
     assert main(["info", str(out)]) == 0
     listing = capsys.readouterr().out
     assert "saved by tmac quantize" in listing and f"{got.format.label}" in listing

@@ -74,11 +74,14 @@ def run(args):
     if args.output == "md":
         print(header)
         print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    from tmac.model import fetch, modelfile
+
+    saved = modelfile.is_model_file(fetch.resolve(args.model))     # tmac quantize's file
     f32_ppl = None
-    if not args.no_perplexity:
+    if not args.no_perplexity and not saved:
         om, _ = open_model(args, "f32", quiet=True)
         f32_ppl = quality(args, om, "float")
-    for spec in args.formats or DEFAULT_FORMATS:
+    for spec in args.formats or (["native"] if saved else DEFAULT_FORMATS):
         name, _, matmul = spec.partition(":")
         matmul = matmul or ("float" if name == "f32" else args.matmul)
         om, fmt = open_model(args, name, quiet=args.output == "json")
@@ -89,6 +92,9 @@ def run(args):
         n_weights = sum(m.shape[0] * m.shape[1] for m in mats)
         nbytes = om.model.weight_bytes()
         ppl = quality(args, om, matmul)
+        record = om.model.notes.get("quality", {})    # float32's, measured when it was saved
+        if saved and f32_ppl is None and record.get("ctx") == args.ppl_ctx:
+            f32_ppl = record.get("f32")
         for threads in args.thread_counts:
             rt = Runtime(om.model, max_ctx=args.prompt + args.decode + 1,
                          max_seq=args.prompt, matmul="lut" if matmul == "float" else matmul,
@@ -100,11 +106,11 @@ def run(args):
                    "weight_mb": round(nbytes / 1e6, 1), "threads": threads,
                    "prefill_tps": round(pre, 1), "decode_tps": round(dec, 1),
                    "perplexity": None if ppl is None else round(ppl, 4),
-                   "vs_f32": None if ppl is None else round(ppl / f32_ppl, 4)}
+                   "vs_f32": None if ppl is None or f32_ppl is None else round(ppl / f32_ppl, 4)}
             rows.append(row)
             if args.output == "md":
-                quality_cells = ("- | -" if ppl is None
-                                 else f"{row['perplexity']} | {row['vs_f32']:.4f}x")
+                quality_cells = ("- | -" if ppl is None else f"{row['perplexity']} | "
+                                 + ("-" if row["vs_f32"] is None else f"{row['vs_f32']:.4f}x"))
                 print(f"| {row['format']} | {matmul} | {row['path']} | {row['bits_per_weight']} | "
                       f"{row['weight_mb']} | {threads} | {row['prefill_tps']} | "
                       f"{row['decode_tps']} | {quality_cells} |", flush=True)
