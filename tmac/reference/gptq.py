@@ -71,8 +71,9 @@ refits        A sweep fits each group's scale and offset to *weights* (the origi
               (``refit_groups``, exact least squares in float64, then rounded to float16), and,
               but for the last time, the columns are swept again with those parameters held
               fixed. Rows are independent in E, so each row keeps the best (codes, parameters)
-              of all its iterates: E never rises. On SmolLM2-135M at 3 bits this lowered the
-              layer errors by 8-15 % and the perplexity by (docs/model.md).
+              of all its iterates: E never rises. On SmolLM2-135M at 3 bits (group 32) 3 refits
+              lowered the layer errors by 8-15 % and the perplexity from 1.454x to 1.329x
+              float32's (docs/quality.md).
 
 The calibration inputs are the layer's inputs in the model as it will run: in a model,
 quantize layers in order and collect each layer's inputs with the earlier layers already
