@@ -55,7 +55,11 @@ def open_model(args, fmt_name=None, quiet=False):
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if not quiet:
-        say(f"loading {args.model} as {fmt.label} ...")
+        from tmac.model import fetch, modelfile
+
+        saved = modelfile.is_model_file(fetch.resolve(args.model))
+        say(f"loading {args.model} " + ("(saved by tmac quantize) ..." if saved
+                                        else f"as {fmt.label} ..."))
     om = store.open_model(args.model, fmt, use_cache=not args.no_cache,
                            progress=progress_bar(f"quantizing to {fmt.name}", quiet),
                            calibration=_calibration(args, fmt))
