@@ -30,10 +30,7 @@ def run(args):
         raise ValueError(f"--ctx must be >= 4, got {args.ctx}")
     from tmac.model import texts
 
-    try:
-        source = texts.resolve(args.file)
-    except ValueError as error:
-        raise ValueError(f"file: {error}") from None
+    source = texts.resolve(args.file, "file")
     text = source.read_text(encoding="utf-8")
     om, fmt = open_model(args)
     ids = om.tokenizer.encode(text)

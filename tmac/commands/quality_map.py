@@ -7,6 +7,8 @@ from tmac.commands import positive_int
 
 
 def add_parser(subparsers):
+    from tmac.model.formats import fit_choices
+
     p = subparsers.add_parser("quality-map", help="perplexity against bits per weight: float32, "
                                                   "the file's own types, other GGUF files, each "
                                                   "fit at each width, and mixes under budgets")
@@ -15,10 +17,12 @@ def add_parser(subparsers):
                         "declaration_gettysburg; tmac_docs: tmac's documentation)")
     p.add_argument("--model", default="smollm2", help="a GGUF file or a fetched model name")
     p.add_argument("--widths", type=int, nargs="+", default=[4, 3, 2], metavar="B",
+                   choices=range(1, 9),
                    help="widths of the uniform w1..w8 points (default 4 3 2)")
     p.add_argument("--group-sizes", type=positive_int, nargs="+", default=[32], metavar="G",
                    help="group sizes of the uniform points (default 32)")
     p.add_argument("--fits", nargs="+", default=["lsq", "hqq", "gptq"], metavar="FIT",
+                   choices=fit_choices(),
                    help="fits of the uniform points (default lsq hqq gptq; gptq takes minutes "
                         "per width, once: cached)")
     p.add_argument("--bpw", type=float, nargs="*", default=[], metavar="BITS",
@@ -53,16 +57,7 @@ def run(args):
     from tmac.model.runtime import prepare
 
     loader.require_extra()
-    for fit in args.fits:
-        if fit not in formats.fit_choices():
-            raise ValueError(f"--fits: unknown fit {fit!r}; one of {', '.join(formats.fit_choices())}")
-    for b in args.widths:
-        if not 1 <= b <= 8:
-            raise ValueError(f"--widths: {b} is not a width of w1..w8")
-    try:
-        source = texts.resolve(args.text)
-    except ValueError as error:
-        raise ValueError(f"text: {error}") from None
+    source = texts.resolve(args.text, "text")
     text = source.read_text(encoding="utf-8")
     quiet = args.output != "table"
     points = []

@@ -37,7 +37,7 @@ def run(args):
     import time
     from pathlib import Path
 
-    from tmac.model import fetch, formats, loader, mix, modelfile
+    from tmac.model import fetch, formats, loader, mix, modelfile, qualitymap
     from tmac.model.cli import progress_bar, say
     from tmac.model.formats import ModelFormat
     from tmac.model.runtime import prepare
@@ -90,10 +90,9 @@ def run(args):
             f"{q['perplexity'] / q['f32']:.3f}x float32 ({q['f32']:.4f})")
     modelfile.save(out, prepared, g.metadata, source=path.name)
     seconds = time.perf_counter() - started
-    weights = prepared.weight_bytes()
-    n = sum(m.shape[0] * m.shape[1] for m in prepared.matrices())
-    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB ({weights / 1e6:.1f} MB of linear weights, "
-          f"{8 * weights / n:.2f} bits/weight), {fmt.label}, {seconds:.0f} s")
+    bits, mb = qualitymap.bits_of(prepared)
+    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB ({mb:.1f} MB of linear weights, "
+          f"{bits:.2f} bits/weight), {fmt.label}, {seconds:.0f} s")
     print(f"run it: tmac generate --model {out}   ·   tmac perplexity --model {out}")
     return 0
 
@@ -121,15 +120,12 @@ def calibration_ids(args, path, g):
 def measure_quality(weights, prepared, tokenizer) -> dict:
     """Perplexity of ``prepared`` and of the float32 weights on the shipped default text
     (llama.cpp's method, ctx ``QUALITY_CTX``): the record ``tmac generate`` checks."""
-    from tmac.model import texts
+    from tmac.model import qualitymap, texts
     from tmac.model.formats import parse
-    from tmac.model.generate import perplexity
-    from tmac.model.runtime import Runtime, prepare
+    from tmac.model.runtime import prepare
 
-    ids = tokenizer.encode(texts.read())
     ctx = min(QUALITY_CTX, weights.config.context_length)
-    measured = {}
-    for name, model in (("perplexity", prepared), ("f32", prepare(weights, parse("f32")))):
-        runtime = Runtime(model, max_ctx=ctx, max_seq=ctx)
-        measured[name] = perplexity(runtime, ids, ctx).perplexity
-    return {**measured, "text": texts.path().name, "ctx": ctx}
+    text = texts.read()
+    return {"perplexity": qualitymap.measure(prepared, tokenizer, text, ctx),
+            "f32": qualitymap.measure(prepare(weights, parse("f32")), tokenizer, text, ctx),
+            "text": texts.path().name, "ctx": ctx}

@@ -187,7 +187,7 @@ def allocate(cost: dict, n_weights: dict, budget_bpw: float, group_size: int) ->
     if least > budget * (1 + 1e-12):
         raise ValueError(f"bpw: {budget_bpw:g} bits per weight is below the narrowest plan "
                          f"({8 * least / total:.3f} bits per weight at group {group_size})")
-    item_bits = {m: {b: n_weights[m] * (b * group_size + 32) // group_size for b in cost[m]}
+    item_bits = {m: {b: round(8 * stored_bytes(n_weights[m], b, group_size)) for b in cost[m]}
                  for m in names}                   # whole numbers: G divides every row
     common = math.gcd(*(v for c in item_bits.values() for v in c.values()))
     if budget_bpw * total / common <= MAX_UNITS:   # exact: sizes in units of their common divisor

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 
 @dataclass
 class Point:
@@ -26,10 +24,8 @@ class Point:
 
 def bits_of(model) -> tuple:
     """(bits per weight, MB) over every linear matrix of a PreparedModel as stored."""
-    mats = model.matrices()
-    n = sum(m.shape[0] * m.shape[1] for m in mats)
-    stored = model.weight_bytes() if not any(isinstance(m, np.ndarray) for m in mats) \
-        else sum(m.nbytes for m in mats)
+    n = sum(m.shape[0] * m.shape[1] for m in model.matrices())
+    stored = model.weight_bytes()
     return 8 * stored / n, stored / 1e6
 
 

@@ -31,14 +31,14 @@ def read(name: str = DEFAULT) -> str:
     return path(name).read_text(encoding="utf-8")
 
 
-def resolve(name_or_path: str | None) -> Path:
+def resolve(name_or_path: str | None, argument: str = "text") -> Path:
     """A text argument: an existing file, a shipped text's name, or None for the default;
-    ValueError naming the shipped texts otherwise."""
+    ValueError naming ``argument`` and the shipped texts otherwise."""
     if name_or_path is None:
         return path()
     if Path(name_or_path).is_file():
         return Path(name_or_path)
     if name_or_path in names():
         return path(name_or_path)
-    raise ValueError(f"no such file or shipped text {name_or_path!r} (shipped: "
+    raise ValueError(f"{argument}: no such file or shipped text {name_or_path!r} (shipped: "
                      f"{', '.join(names())})")
