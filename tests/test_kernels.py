@@ -122,6 +122,24 @@ def test_dequant_matmul_equals_reference(case):
     assert _same(kernels.dequant_matmul(pack(codes, bits), scales, zeros, bits, x, threads=1), want)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_integer_sums_at_their_extremes_stay_exact(isa):
+    """Every table entry at +-127 (equal activations), every code at its largest (the others
+    at 0 in a pattern), one block of 1536 columns: the largest sums any width 1..8 makes, where
+    a narrow accumulator would overflow (AVX2 sums in int16 before int32)."""
+    m, k = 64, 1536
+    x = np.ones((2, k), np.float32)
+    x[1, ::2] = -1
+    for bits in range(1, 9):
+        codes = np.full((m, k), (1 << bits) - 1, np.uint8)
+        codes[1::2, ::3] = 0
+        scales = np.ones((m, 1), np.float32)
+        zeros = np.zeros((m, 1), np.float32)
+        want = ref_lut.lut_matmul(codes, scales, zeros, bits, x, k)
+        got = kernels.lut_matmul(pack(codes, bits), scales, zeros, bits, x, k, isa=isa)
+        assert _same(got, want), bits
+
+
 @pytest.mark.parametrize("k, act", [(4, 4), (100, 32), (576, 64), (44, 12), (96, 36), (4096, 4096),
                                     (200, 16), (1100, 64)])
 def test_tables_scales_and_block_sums_equal_reference(k, act):

@@ -192,3 +192,40 @@ def test_float16_widening_without_f16c_uses_integer_operations_exactly(tmp_path)
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "True"
+
+
+@njit(cache=True)
+def _shuffles(a, b, out8, out32):
+    va, vb = s.load256(a, 0), s.load256(b, 0)
+    for j, v in enumerate((s.unpacklo_i8(va, vb), s.unpackhi_i8(va, vb), s.unpacklo_i64(va, vb),
+                           s.unpackhi_i64(va, vb), s.lanes_lo(va, vb), s.lanes_hi(va, vb),
+                           s.add_i16(va, vb), s.set1_i16_256(-2))):
+        s.store256(out8, 32 * j, v)
+    s.store256(out32, 0, s.widen_lo_i16(va))
+    s.store256(out32, 8, s.widen_hi_i16(va))
+
+
+def test_generic_v256_shuffles():
+    """The in-lane unpacks, the lane moves and the int16 widenings, against numpy's own
+    rearrangements (generic IR: every CPU)."""
+    a = rng.integers(-128, 128, 32).astype(np.int8)
+    b = rng.integers(-128, 128, 32).astype(np.int8)
+    out8, out32 = np.zeros(256, np.int8), np.zeros(16, np.int32)
+    _shuffles(a, b, out8, out32)
+    got = out8.reshape(8, 32)
+
+    def per_lane(x, size):
+        return x.view({1: np.int8, 8: np.int64}[size]).reshape(2, -1)
+
+    for j, half in ((0, 0), (1, 1)):                  # unpack{lo,hi} bytes, per 128-bit lane
+        la, lb = per_lane(a, 1), per_lane(b, 1)
+        want = np.stack([la[:, 8 * half:8 * half + 8], lb[:, 8 * half:8 * half + 8]], -1)
+        assert np.array_equal(got[j], want.reshape(-1))
+    qa, qb = per_lane(a, 8), per_lane(b, 8)
+    assert np.array_equal(got[2].view(np.int64), np.stack([qa[:, 0], qb[:, 0]], -1).reshape(-1))
+    assert np.array_equal(got[3].view(np.int64), np.stack([qa[:, 1], qb[:, 1]], -1).reshape(-1))
+    assert np.array_equal(got[4], np.concatenate([a[:16], b[:16]]))
+    assert np.array_equal(got[5], np.concatenate([a[16:], b[16:]]))
+    assert np.array_equal(got[6].view(np.int16), a.view(np.int16) + b.view(np.int16))
+    assert np.all(got[7].view(np.int16) == -2)
+    assert np.array_equal(out32, a.view(np.int16).astype(np.int32))

@@ -1,12 +1,27 @@
 """LUT GEMV/GEMM with AVX2 (pshufb + pmaddubsw for int8 tables, vpermps for float32 tables).
 
-Same packed layout, functions and arguments as every ISA path module (tmac.kernels.portable). A ymm register holds 32 bytes
-of a packed 64-byte half: 8 rows x 4 table groups per nibble. ``pshufb`` looks up one
-16-entry table per 128-bit lane, but each 4-byte lane of the register needs 4 different
-groups' tables; so group q is looked up with its table broadcast to both lanes and with the
-index bytes of the other 3 groups forced negative (bit 7 set -> pshufb writes 0), and the
-four results are OR-ed. ``pmaddubsw`` (u8 plane weight 2^i x s8 entry, pairs) then
-``pmaddwd`` with ones (pairs again) sum a row's 4 groups into its int32 lane.
+Same packed layout, functions and arguments as every ISA path module (tmac.kernels.portable).
+
+int8 tables. ``pshufb`` looks up one 16-entry table per 128-bit lane, but a packed ymm holds,
+in every 4-byte lane, one row's indices for 4 different groups (tmac.layout: byte 4r + q; the
+layout is made for AVX-512's 64-entry ``vpermb``). So the index bytes are first rearranged in
+registers, with in-lane shuffles only, until every lane holds one group:
+
+    per half (32 rows), unit (4 groups), planes i and j = i + 1 (4 ymm loads, 128 bytes):
+    pshufb (constant)    each lane: rows 0-3 of group 0, of group 1, 2, 3          4 shuffles
+    unpack{lo,hi} bytes  plane i and plane j side by side, per row                  4
+    unpack{lo,hi} qwords rows 0-3 with rows 8-11 (4-7 with 12-15): one group per
+                         register, 8 rows x 2 planes per lane                       4
+    per group: pshufb with its table in both lanes, low and high nibbles           8
+               pmaddubsw by (2^i, 2^j): both planes weighed and added per row
+               int16 adds over the 4 groups into 2 accumulators (16 rows each)
+
+20 shuffles per 128 packed bytes where the masked look-up of every group in every register
+took 32 and as many ORs. The int16 accumulators go into int32 before they could overflow
+(``ROOM``: a lane may sum 258 entries of |127| x plane weight; wrapping int16 adds are exact
+when the total fits); planes 6 and 7 go in a second pass weighing 1 and 2, shifted by 6, and
+an odd last plane is paired with itself at weight 0. Integer sums are exact, so their order is
+free; the rows come out as 0-3 8-11 | 4-7 12-15 and are put in order once per block.
 
 The output rows of a tile are accumulated in ``out`` itself (16 ymm registers are too few to
 hold them across blocks); each block adds scale * (lut + offset * xsum) in contract order.
@@ -17,18 +32,13 @@ import numpy as np
 
 from tmac.kernels.epilogue import combine, group_params, weight_groups
 from tmac.kernels.jit import njit, prange
-from tmac.kernels.simd.generic import (add_f32, add_i32, bcast128_256, cvt_i32_f32, load256, mul_f32,
-                                       set1_f32_256, set1_i8_256, set1_i32_256, srl_i16, srl_i32,
-                                       store256, vand, vor, zero256)
-from tmac.kernels.simd.x86 import lut16_f32_256, maddubs256, maddwd256, pshufb256
+from tmac.kernels.simd.generic import (add_f32, add_i16, add_i32, bcast128_256,
+                                       cvt_i32_f32, lanes_hi, lanes_lo, load256, mul_f32,
+                                       set1_f32_256, set1_i8_256, set1_i16_256, sll_i32, srl_i16,
+                                       srl_i32, store256, unpackhi_i8, unpackhi_i64, unpacklo_i8,
+                                       unpacklo_i64, vand, vor, widen_hi_i16, widen_lo_i16, zero256)
+from tmac.kernels.simd.x86 import lut16_f32_256, maddubs256, pshufb256
 from tmac.kernels.tables import prepare_int8
-
-
-@njit(cache=True, inline="always")
-def _lookup4(nib, t0, t1, t2, t3, m0, m1, m2, m3):
-    """Byte 4r + q of the result = table q [nib byte 4r + q] (nib bytes in 0..15)."""
-    return vor(vor(pshufb256(t0, vor(nib, m0)), pshufb256(t1, vor(nib, m1))),
-               vor(pshufb256(t2, vor(nib, m2)), pshufb256(t3, vor(nib, m3))))
 
 
 @njit(cache=True, inline="always")
@@ -39,6 +49,107 @@ def _epilogue(out, o, sc, off, base, acc, h, xv, cv, int_mode):
     store256(out, o, add_f32(load256(out, o), combine(lut, s, f, xv, cv, sc, off)))
 
 
+def _transpose_mask():
+    """Per 128-bit lane, byte 4q + r of the result = byte 4r + q of a packed ymm: the lane's 4
+    rows of group 0, then of group 1, 2, 3."""
+    return [16 * (t // 16) + 4 * (t % 4) + (t % 16) // 4 for t in range(32)]
+
+
+TRANSPOSE = np.array(_transpose_mask(), np.int8)
+ROOM = 32767 // 127       # int8 entries (times their plane weight) an int16 lane can sum
+HIGH_PLANES = 6           # planes from here on weigh 2^(i - 6) in accumulators shifted by 6
+
+
+@njit(cache=True, inline="always")
+def _opaque_transpose(bits):
+    """The transpose mask as a register LLVM cannot see through (``bits >> 8`` is 0, but not
+    to the compiler): with a constant mask LLVM merges the transpose into the unpacks that
+    follow and emits more shuffles than it saves."""
+    return vor(load256(TRANSPOSE, 0), set1_i8_256(bits >> 8))
+
+
+@njit(cache=True, inline="always")
+def _group_registers(data, at, at2, transpose):
+    """The index bytes of planes i (at ``at``) and j (at ``at2``; j = i for a lone plane) of a
+    half, one register per group q = 0..3: its low 128-bit lane holds rows 0-3 and 8-11, its
+    high lane rows 4-7 and 12-15 (and 16 more in the high nibbles), the two planes' bytes
+    side by side for each row."""
+    a_i = pshufb256(load256(data, at), transpose); a_j = pshufb256(load256(data, at2), transpose)
+    b_i = pshufb256(load256(data, at + 32), transpose); b_j = pshufb256(load256(data, at2 + 32), transpose)
+    a01 = unpacklo_i8(a_i, a_j); a23 = unpackhi_i8(a_i, a_j)    # [rows 0-3 of g0 | of g1] ...
+    b01 = unpacklo_i8(b_i, b_j); b23 = unpackhi_i8(b_i, b_j)    # the same for rows 8-11
+    return (unpacklo_i64(a01, b01), unpackhi_i64(a01, b01),
+            unpacklo_i64(a23, b23), unpackhi_i64(a23, b23))
+
+
+@njit(cache=True, inline="always")
+def _lookup(t, r, w2, low4):
+    """int16 per row of one group's register: low and high nibbles looked up in table t and
+    weighed by w2 (bytes: plane i's weight, plane j's)."""
+    return (maddubs256(w2, pshufb256(t, vand(r, low4))),
+            maddubs256(w2, pshufb256(t, vand(srl_i16(r, 4), low4))))
+
+
+@njit(cache=True, inline="always")
+def _planes(data, at, at2, t0, t1, t2, t3, w2, low4, transpose):
+    """int16 sums over the 4 groups of one or two planes: rows of the low nibbles, of the high."""
+    r0, r1, r2, r3 = _group_registers(data, at, at2, transpose)
+    l0, h0 = _lookup(t0, r0, w2, low4)
+    l1, h1 = _lookup(t1, r1, w2, low4)
+    l2, h2 = _lookup(t2, r2, w2, low4)
+    l3, h3 = _lookup(t3, r3, w2, low4)
+    return add_i16(add_i16(l0, l1), add_i16(l2, l3)), add_i16(add_i16(h0, h1), add_i16(h2, h3))
+
+
+@njit(cache=True, inline="always")
+def _flush(c0, c1, c2, c3, lo, hi, shift):
+    """int32 sums += the int16 ones (rows 0-3 8-11 | 4-7 12-15 of each nibble), << shift."""
+    return (add_i32(c0, sll_i32(widen_lo_i16(lo), shift)), add_i32(c1, sll_i32(widen_hi_i16(lo), shift)),
+            add_i32(c2, sll_i32(widen_lo_i16(hi), shift)), add_i32(c3, sll_i32(widen_hi_i16(hi), shift)))
+
+
+@njit(cache=True, inline="always")
+def _pass(c0, c1, c2, c3, data, tables, at, tab, n_u, unit_bytes, first, last, low4, transpose):
+    """c* += the lookups of planes first..last-1 over ``n_u`` units, two planes at a time (one
+    pshufb looks both up, one pmaddubsw weighs both) into int16 accumulators that go into int32
+    before they could overflow (wrapping int16 adds are exact whenever the total fits); plane i
+    weighs 2^(i - first), the int32 sums are shifted by ``first``."""
+    lo = zero256(); hi = zero256()
+    used = 0
+    for u in range(n_u):
+        t = tab + 64 * u
+        t0 = bcast128_256(tables, t); t1 = bcast128_256(tables, t + 16)
+        t2 = bcast128_256(tables, t + 32); t3 = bcast128_256(tables, t + 48)
+        at_u = at + u * unit_bytes
+        for i in range(first, last, 2):
+            p = i - first
+            j = i + 1 if i + 1 < last else i
+            pair = j > i
+            weight = 4 * (3 << p if pair else 1 << p)
+            if used + weight > ROOM:
+                c0, c1, c2, c3 = _flush(c0, c1, c2, c3, lo, hi, first)
+                lo = zero256(); hi = zero256(); used = 0
+            used += weight
+            w2 = set1_i16_256((1 << p) | ((2 << p) << 8 if pair else 0))
+            sl, sh = _planes(data, at_u + i * 128, at_u + j * 128, t0, t1, t2, t3, w2, low4, transpose)
+            lo = add_i16(lo, sl); hi = add_i16(hi, sh)
+    return _flush(c0, c1, c2, c3, lo, hi, first)
+
+
+@njit(cache=True, inline="always")
+def _half_block(data, tables, at, tab, n_u, bits, unit_bytes, low4, transpose):
+    """The exact int32 block sums of 32 rows (one packed half) over ``n_u`` units, as 4
+    registers of 8 rows: 0-7, 8-15 (low nibbles), 16-23, 24-31 (high nibbles). Planes 6 and 7
+    go in a second pass with weights 1 and 2, shifted by 6."""
+    z = zero256()
+    c0, c1, c2, c3 = _pass(z, z, z, z, data, tables, at, tab, n_u, unit_bytes, 0,
+                           min(bits, HIGH_PLANES), low4, transpose)
+    if bits > HIGH_PLANES:
+        c0, c1, c2, c3 = _pass(c0, c1, c2, c3, data, tables, at, tab, n_u, unit_bytes,
+                               HIGH_PLANES, bits, low4, transpose)
+    return lanes_lo(c0, c1), lanes_hi(c0, c1), lanes_lo(c2, c3), lanes_hi(c2, c3)
+
+
 @njit(cache=True, parallel=True)
 def lut_int8(data, tables, blocks, half, xsum, sc, off, out, tiles_per_task):
     """int8 LUT GEMV/GEMM (arguments as tmac.kernels.portable.lut_int8)."""
@@ -47,14 +158,11 @@ def lut_int8(data, tables, blocks, half, xsum, sc, off, out, tiles_per_task):
     n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], blocks.shape[1]
     n_wg, m_pad = weight_groups(sc), out.shape[1]
     n_tasks = -(-n_tiles // tiles_per_task)
+    unit_bytes = bits * 128
     cv = set1_f32_256(((1 << bits) - 1) * 0.5)
     for task in prange(n_tasks):
         low4 = set1_i8_256(15)
-        ones = set1_i32_256(0x00010001)
-        m0 = set1_i32_256(-2139062272)   # 0x80808000: keep byte 0 of each lane
-        m1 = set1_i32_256(-2139094912)   # 0x80800080: keep byte 1
-        m2 = set1_i32_256(-2147450752)   # 0x80008080: keep byte 2
-        m3 = set1_i32_256(8421504)       # 0x00808080: keep byte 3
+        transpose = _opaque_transpose(bits)
         for tile in range(task * tiles_per_task, min(n_tiles, (task + 1) * tiles_per_task)):
             for n in range(n_tok):
                 o = n * m_pad + tile * 64
@@ -64,26 +172,12 @@ def lut_int8(data, tables, blocks, half, xsum, sc, off, out, tiles_per_task):
                     h = set1_f32_256(half[n, b])
                     xv = set1_f32_256(xsum[n, b])
                     base = (tile * n_wg + wg[b]) * 64
+                    tab = (n * n_groups + s0[b]) * 16
                     for s in range(2):
-                        a0 = zero256(); a1 = zero256(); a2 = zero256(); a3 = zero256()
-                        for u in range(u0[b], u1[b]):
-                            tab = (n * n_groups + s0[b] + 4 * (u - u0[b])) * 16
-                            t0 = bcast128_256(tables, tab); t1 = bcast128_256(tables, tab + 16)
-                            t2 = bcast128_256(tables, tab + 32); t3 = bcast128_256(tables, tab + 48)
-                            at = ((tile * n_units + u) * bits) * 128 + 64 * s
-                            for i in range(bits):
-                                w = set1_i8_256(1 << i)
-                                va = load256(data, at + i * 128)
-                                vb = load256(data, at + i * 128 + 32)
-                                for_lo = _lookup4(vand(va, low4), t0, t1, t2, t3, m0, m1, m2, m3)
-                                a0 = add_i32(a0, maddwd256(maddubs256(w, for_lo), ones))
-                                for_lo = _lookup4(vand(vb, low4), t0, t1, t2, t3, m0, m1, m2, m3)
-                                a1 = add_i32(a1, maddwd256(maddubs256(w, for_lo), ones))
-                                for_hi = _lookup4(vand(srl_i16(va, 4), low4), t0, t1, t2, t3, m0, m1, m2, m3)
-                                a2 = add_i32(a2, maddwd256(maddubs256(w, for_hi), ones))
-                                for_hi = _lookup4(vand(srl_i16(vb, 4), low4), t0, t1, t2, t3, m0, m1, m2, m3)
-                                a3 = add_i32(a3, maddwd256(maddubs256(w, for_hi), ones))
-                        r0 = 32 * s        # a0: rows r0..+7, a1: +8.., a2 (high nibbles): +16.., a3: +24..
+                        at = (tile * n_units + u0[b]) * unit_bytes + 64 * s
+                        a0, a1, a2, a3 = _half_block(data, tables, at, tab, u1[b] - u0[b], bits,
+                                                     unit_bytes, low4, transpose)
+                        r0 = 32 * s
                         _epilogue(out, o + r0, sc, off, base + r0, a0, h, xv, cv, True)
                         _epilogue(out, o + r0 + 8, sc, off, base + r0 + 8, a1, h, xv, cv, True)
                         _epilogue(out, o + r0 + 16, sc, off, base + r0 + 16, a2, h, xv, cv, True)

@@ -22,8 +22,10 @@ Primitive groups (``*`` = works on both v512 and v256, chosen from the argument 
 
 =====================  =============================================================
 memory                 load512/store512, load256/store256, bcast128_256, prefetch
-integer*               vand, vor, vxor, add_i32, sub_i8, srl_i16, srl_i32, sll_i32
-constants              zero512/zero256, set1_i8_512, set1_i32_512, set1_f32_512 (and _256)
+integer*               vand, vor, vxor, add_i16, add_i32, sub_i8, srl_i16, srl_i32, sll_i32
+shuffles (v256)        unpacklo_i8/unpackhi_i8/unpacklo_i64/unpackhi_i64, lanes_lo/lanes_hi,
+                       widen_lo_i16/widen_hi_i16
+constants              zero512/zero256, set1_i8_512, set1_i32_512, set1_f32_512 (and _256), set1_i16_256
 float*                 add_f32, mul_f32, sub_f32, neg_f32, cvt_i32_f32, max_f32, hmax4_f32
 table build            store_tables4_f32, store_tables4_int8, absum4
 parameters             loadf (float32, uint8 integers, float16 bits), half_to_float
@@ -40,12 +42,14 @@ from tmac.kernels.jit import intrinsic
 __all__ = [
     "v512", "v256",
     "load512", "store512", "load256", "store256", "hsum8_f32",
-    "vand", "vor", "vxor", "add_i32", "sub_i8", "srl_i16", "srl_i32", "sll_i32",
+    "vand", "vor", "vxor", "add_i16", "add_i32", "sub_i8", "srl_i16", "srl_i32", "sll_i32",
     "add_f32", "mul_f32", "sub_f32", "neg_f32", "cvt_i32_f32",
     "zero512", "zero256", "set1_i8_512", "set1_i32_512", "set1_f32_512",
-    "set1_i8_256", "set1_i32_256", "set1_f32_256",
+    "set1_i8_256", "set1_i16_256", "set1_i32_256", "set1_f32_256",
     "store_tables4_f32", "store_tables4_int8", "bcast128_256", "prefetch", "loadf", "half_to_float",
     "absum4", "max_f32", "hmax4_f32",
+    "unpacklo_i8", "unpackhi_i8", "unpacklo_i64", "unpackhi_i64", "lanes_lo", "lanes_hi",
+    "widen_lo_i16", "widen_hi_i16",
 ]
 
 
@@ -191,6 +195,7 @@ set1_i8_512 = _make_const(v512, _I8, "int")
 set1_i32_512 = _make_const(v512, _I32, "int")
 set1_f32_512 = _make_const(v512, _F32, "float")
 set1_i8_256 = _make_const(v256, _I8, "int")
+set1_i16_256 = _make_const(v256, _I16, "int")
 set1_i32_256 = _make_const(v256, _I32, "int")
 set1_f32_256 = _make_const(v256, _F32, "float")
 
@@ -216,13 +221,14 @@ def _make_binop(elem, op):
 vand = _make_binop(ir.IntType(64), "and_")
 vor = _make_binop(ir.IntType(64), "or_")
 vxor = _make_binop(ir.IntType(64), "xor")
+add_i16 = _make_binop(_I16, "add")
 add_i32 = _make_binop(_I32, "add")
 sub_i8 = _make_binop(_I8, "sub")
 add_f32 = _make_binop(_F32, "fadd")
 mul_f32 = _make_binop(_F32, "fmul")
 sub_f32 = _make_binop(_F32, "fsub")
 for _f, _d in ((vand, "bitwise and"), (vor, "bitwise or"), (vxor, "bitwise xor"),
-               (add_i32, "int32 lane add (wrapping)"), (sub_i8, "int8 lane subtract (wrapping)"),
+               (add_i16, "int16 lane add (wrapping)"), (add_i32, "int32 lane add (wrapping)"), (sub_i8, "int8 lane subtract (wrapping)"),
                (add_f32, "float32 lane add, IEEE round to nearest, never fused"),
                (mul_f32, "float32 lane multiply, IEEE round to nearest, never fused"),
                (sub_f32, "float32 lane subtract (a - b), IEEE round to nearest")):
@@ -278,6 +284,74 @@ def cvt_i32_f32(typingctx, a):
         return _back(builder, builder.sitofp(_as(builder, args[0], vt, _I32), _lanes(vt, _F32)), vt)
 
     return a(a), codegen
+
+
+# ----------------------------------------------------------------------------- shuffles (v256)
+#
+# Fixed lane permutations as LLVM shufflevector with a constant mask: LLVM picks the instruction
+# (vpunpck*, vperm2i128, vpshufb with a constant, vpermd ...) for the CPU it compiles for.
+
+def _make_shuffle(elem, mask, doc):
+    """An intrinsic f(a, b) -> v256 whose ``elem`` lane j is lane mask[j] of a ++ b."""
+    lanes = 256 // elem.width
+
+    def codegen(context, builder, sig, args):
+        a = _as(builder, args[0], v256, elem)
+        b = _as(builder, args[1], v256, elem)
+        mask_ir = ir.Constant(ir.VectorType(_I32, lanes), list(mask))
+        return _back(builder, builder.shuffle_vector(a, b, mask_ir), v256)
+
+    @intrinsic
+    def shuffle(typingctx, a, b):
+        return (v256(a, b), codegen) if a == v256 and b == v256 else None
+
+    shuffle.__doc__ = doc
+    return shuffle
+
+
+def _unpack_mask(per_lane, half):
+    """vpunpck{l,h}: per 128-bit lane, the low (half 0) or high half of a's and b's
+    ``per_lane`` elements, interleaved a0 b0 a1 b1 ..."""
+    n, count = per_lane // 2, 2 * per_lane
+    return [src + lane * per_lane + half * n + j
+            for lane in range(2) for j in range(n) for src in (0, count)]
+
+
+unpacklo_i8 = _make_shuffle(_I8, _unpack_mask(16, 0),
+                            "unpacklo_i8(a, b): per lane, bytes 0..7 of a and b interleaved (vpunpcklbw).")
+unpackhi_i8 = _make_shuffle(_I8, _unpack_mask(16, 1),
+                            "unpackhi_i8(a, b): per lane, bytes 8..15 of a and b interleaved (vpunpckhbw).")
+unpacklo_i64 = _make_shuffle(ir.IntType(64), _unpack_mask(2, 0),
+                             "unpacklo_i64(a, b): per lane, [a.q0, b.q0] (vpunpcklqdq).")
+unpackhi_i64 = _make_shuffle(ir.IntType(64), _unpack_mask(2, 1),
+                             "unpackhi_i64(a, b): per lane, [a.q1, b.q1] (vpunpckhqdq).")
+lanes_lo = _make_shuffle(ir.IntType(64), [0, 1, 4, 5],
+                         "lanes_lo(a, b): [a's low 128-bit lane, b's low lane] (vinserti128).")
+lanes_hi = _make_shuffle(ir.IntType(64), [2, 3, 6, 7],
+                         "lanes_hi(a, b): [a's high 128-bit lane, b's high lane] (vperm2i128).")
+
+
+def _make_widen(lane):
+    @intrinsic
+    def widen(typingctx, v):
+        if v != v256:
+            return None
+
+        def codegen(context, builder, sig, args):
+            x = _as(builder, args[0], v256, _I16)
+            i32x8 = ir.VectorType(_I32, 8)
+            part = builder.shuffle_vector(x, ir.Constant(x.type, ir.Undefined),
+                                          ir.Constant(i32x8, list(range(8 * lane, 8 * lane + 8))))
+            return _back(builder, builder.sext(part, i32x8), v256)
+
+        return v256(v), codegen
+    return widen
+
+
+widen_lo_i16 = _make_widen(0)
+widen_lo_i16.__doc__ = "widen_lo_i16(v) -> v256: int16 lanes 0..7 of v sign-extended to 8 int32 (vpmovsxwd)."
+widen_hi_i16 = _make_widen(1)
+widen_hi_i16.__doc__ = "widen_hi_i16(v) -> v256: int16 lanes 8..15 of v sign-extended to 8 int32."
 
 
 # ----------------------------------------------------------------------------- table build
