@@ -91,14 +91,20 @@ def _lookup(t, r, w2, low4):
 
 
 @njit(cache=True, inline="always")
-def _planes(data, at, at2, t0, t1, t2, t3, w2, low4, transpose):
-    """int16 sums over the 4 groups of one or two planes: rows of the low nibbles, of the high."""
-    r0, r1, r2, r3 = _group_registers(data, at, at2, transpose)
-    l0, h0 = _lookup(t0, r0, w2, low4)
-    l1, h1 = _lookup(t1, r1, w2, low4)
-    l2, h2 = _lookup(t2, r2, w2, low4)
-    l3, h3 = _lookup(t3, r3, w2, low4)
+def _sum_groups(r0, r1, r2, r3, tables, t, w2, low4):
+    """int16 sums over the 4 groups (registers r*, tables at flat ``t``) of one or two planes:
+    rows of the low nibbles, of the high."""
+    l0, h0 = _lookup(bcast128_256(tables, t), r0, w2, low4)
+    l1, h1 = _lookup(bcast128_256(tables, t + 16), r1, w2, low4)
+    l2, h2 = _lookup(bcast128_256(tables, t + 32), r2, w2, low4)
+    l3, h3 = _lookup(bcast128_256(tables, t + 48), r3, w2, low4)
     return add_i16(add_i16(l0, l1), add_i16(l2, l3)), add_i16(add_i16(h0, h1), add_i16(h2, h3))
+
+
+@njit(cache=True, inline="always")
+def _step(p, pair):
+    """(pmaddubsw weights, int16 budget used) of plane p (and p + 1 if ``pair``) of a pass."""
+    return (1 << p) | ((2 << p) << 8 if pair else 0), 4 * (3 << p if pair else 1 << p)
 
 
 @njit(cache=True, inline="always")
@@ -117,23 +123,53 @@ def _pass(c0, c1, c2, c3, data, tables, at, tab, n_u, unit_bytes, first, last, l
     lo = zero256(); hi = zero256()
     used = 0
     for u in range(n_u):
-        t = tab + 64 * u
-        t0 = bcast128_256(tables, t); t1 = bcast128_256(tables, t + 16)
-        t2 = bcast128_256(tables, t + 32); t3 = bcast128_256(tables, t + 48)
         at_u = at + u * unit_bytes
         for i in range(first, last, 2):
-            p = i - first
             j = i + 1 if i + 1 < last else i
-            pair = j > i
-            weight = 4 * (3 << p if pair else 1 << p)
+            weights, weight = _step(i - first, j > i)
             if used + weight > ROOM:
                 c0, c1, c2, c3 = _flush(c0, c1, c2, c3, lo, hi, first)
                 lo = zero256(); hi = zero256(); used = 0
             used += weight
-            w2 = set1_i16_256((1 << p) | ((2 << p) << 8 if pair else 0))
-            sl, sh = _planes(data, at_u + i * 128, at_u + j * 128, t0, t1, t2, t3, w2, low4, transpose)
+            r0, r1, r2, r3 = _group_registers(data, at_u + i * 128, at_u + j * 128, transpose)
+            sl, sh = _sum_groups(r0, r1, r2, r3, tables, tab + 64 * u, set1_i16_256(weights), low4)
             lo = add_i16(lo, sl); hi = add_i16(hi, sh)
     return _flush(c0, c1, c2, c3, lo, hi, first)
+
+
+@njit(cache=True, inline="always")
+def _pass2(c0, c1, c2, c3, d0, d1, d2, d3, data, tables, at, tab, tab2, n_u, unit_bytes, first,
+           last, low4, transpose):
+    """_pass for two tokens (tables at ``tab``, ``tab2``; sums c*, d*): the index registers are
+    made once for both."""
+    lo = zero256(); hi = zero256(); lo2 = zero256(); hi2 = zero256()
+    used = 0
+    for u in range(n_u):
+        at_u = at + u * unit_bytes
+        for i in range(first, last, 2):
+            j = i + 1 if i + 1 < last else i
+            weights, weight = _step(i - first, j > i)
+            if used + weight > ROOM:
+                c0, c1, c2, c3 = _flush(c0, c1, c2, c3, lo, hi, first)
+                d0, d1, d2, d3 = _flush(d0, d1, d2, d3, lo2, hi2, first)
+                lo = zero256(); hi = zero256(); lo2 = zero256(); hi2 = zero256(); used = 0
+            used += weight
+            w2 = set1_i16_256(weights)
+            r0, r1, r2, r3 = _group_registers(data, at_u + i * 128, at_u + j * 128, transpose)
+            sl, sh = _sum_groups(r0, r1, r2, r3, tables, tab + 64 * u, w2, low4)
+            lo = add_i16(lo, sl); hi = add_i16(hi, sh)
+            sl, sh = _sum_groups(r0, r1, r2, r3, tables, tab2 + 64 * u, w2, low4)
+            lo2 = add_i16(lo2, sl); hi2 = add_i16(hi2, sh)
+    c0, c1, c2, c3 = _flush(c0, c1, c2, c3, lo, hi, first)
+    d0, d1, d2, d3 = _flush(d0, d1, d2, d3, lo2, hi2, first)
+    return c0, c1, c2, c3, d0, d1, d2, d3
+
+
+@njit(cache=True, inline="always")
+def _in_order(c0, c1, c2, c3):
+    """The 4 int32 registers of a half with rows 0-7, 8-15, 16-23, 24-31 (from 0-3 8-11 |
+    4-7 12-15 of each nibble)."""
+    return lanes_lo(c0, c1), lanes_hi(c0, c1), lanes_lo(c2, c3), lanes_hi(c2, c3)
 
 
 @njit(cache=True, inline="always")
@@ -147,12 +183,44 @@ def _half_block(data, tables, at, tab, n_u, bits, unit_bytes, low4, transpose):
     if bits > HIGH_PLANES:
         c0, c1, c2, c3 = _pass(c0, c1, c2, c3, data, tables, at, tab, n_u, unit_bytes,
                                HIGH_PLANES, bits, low4, transpose)
-    return lanes_lo(c0, c1), lanes_hi(c0, c1), lanes_lo(c2, c3), lanes_hi(c2, c3)
+    return _in_order(c0, c1, c2, c3)
+
+
+@njit(cache=True, inline="always")
+def _half_block2(data, tables, at, tab, tab2, n_u, bits, unit_bytes, low4, transpose):
+    """_half_block for two tokens: 8 registers, the first token's 4 then the second's."""
+    z = zero256()
+    c0, c1, c2, c3, d0, d1, d2, d3 = _pass2(z, z, z, z, z, z, z, z, data, tables, at, tab, tab2,
+                                            n_u, unit_bytes, 0, min(bits, HIGH_PLANES), low4,
+                                            transpose)
+    if bits > HIGH_PLANES:
+        c0, c1, c2, c3, d0, d1, d2, d3 = _pass2(c0, c1, c2, c3, d0, d1, d2, d3, data, tables, at,
+                                                tab, tab2, n_u, unit_bytes, HIGH_PLANES, bits,
+                                                low4, transpose)
+    e0, e1, e2, e3 = _in_order(c0, c1, c2, c3)
+    f0, f1, f2, f3 = _in_order(d0, d1, d2, d3)
+    return e0, e1, e2, e3, f0, f1, f2, f3
+
+
+@njit(cache=True, inline="always")
+def _epilogue4(out, o, sc, off, base, a0, a1, a2, a3, h, xv, cv):
+    """out[o:o+32] += the blocks of one half (32 rows, parameters at ``base``)."""
+    _epilogue(out, o, sc, off, base, a0, h, xv, cv, True)
+    _epilogue(out, o + 8, sc, off, base + 8, a1, h, xv, cv, True)
+    _epilogue(out, o + 16, sc, off, base + 16, a2, h, xv, cv, True)
+    _epilogue(out, o + 24, sc, off, base + 24, a3, h, xv, cv, True)
+
+
+@njit(cache=True, inline="always")
+def _zero_tile(out, o):
+    for r in range(0, 64, 8):
+        store256(out, o + r, zero256())
 
 
 @njit(cache=True, parallel=True)
 def lut_int8(data, tables, blocks, half, xsum, sc, off, out, tiles_per_task):
-    """int8 LUT GEMV/GEMM (arguments as tmac.kernels.portable.lut_int8)."""
+    """int8 LUT GEMV/GEMM (arguments as tmac.kernels.portable.lut_int8). Tokens go two at a
+    time (one set of index registers looked up in both tokens' tables), an odd last one alone."""
     u0, u1, s0, wg = blocks[0], blocks[1], blocks[2], blocks[3]
     n_tiles, n_units, bits = data.shape[0], data.shape[1], data.shape[2]
     n_tok, n_groups, n_blocks = tables.shape[0], tables.shape[1], blocks.shape[1]
@@ -160,28 +228,41 @@ def lut_int8(data, tables, blocks, half, xsum, sc, off, out, tiles_per_task):
     n_tasks = -(-n_tiles // tiles_per_task)
     unit_bytes = bits * 128
     cv = set1_f32_256(((1 << bits) - 1) * 0.5)
+    n_pairs = n_tok // 2
     for task in prange(n_tasks):
         low4 = set1_i8_256(15)
         transpose = _opaque_transpose(bits)
         for tile in range(task * tiles_per_task, min(n_tiles, (task + 1) * tiles_per_task)):
-            for n in range(n_tok):
+            for pair in range(n_pairs):
+                n = 2 * pair
                 o = n * m_pad + tile * 64
-                for r in range(0, 64, 8):
-                    store256(out, o + r, zero256())
+                _zero_tile(out, o)
+                _zero_tile(out, o + m_pad)
                 for b in range(n_blocks):
-                    h = set1_f32_256(half[n, b])
-                    xv = set1_f32_256(xsum[n, b])
+                    base = (tile * n_wg + wg[b]) * 64
+                    tab = (n * n_groups + s0[b]) * 16
+                    for s in range(2):
+                        at = (tile * n_units + u0[b]) * unit_bytes + 64 * s
+                        a0, a1, a2, a3, b0, b1, b2, b3 = _half_block2(
+                            data, tables, at, tab, tab + n_groups * 16, u1[b] - u0[b], bits,
+                            unit_bytes, low4, transpose)
+                        _epilogue4(out, o + 32 * s, sc, off, base + 32 * s, a0, a1, a2, a3,
+                                   set1_f32_256(half[n, b]), set1_f32_256(xsum[n, b]), cv)
+                        _epilogue4(out, o + m_pad + 32 * s, sc, off, base + 32 * s, b0, b1, b2,
+                                   b3, set1_f32_256(half[n + 1, b]), set1_f32_256(xsum[n + 1, b]),
+                                   cv)
+            for n in range(2 * n_pairs, n_tok):
+                o = n * m_pad + tile * 64
+                _zero_tile(out, o)
+                for b in range(n_blocks):
                     base = (tile * n_wg + wg[b]) * 64
                     tab = (n * n_groups + s0[b]) * 16
                     for s in range(2):
                         at = (tile * n_units + u0[b]) * unit_bytes + 64 * s
                         a0, a1, a2, a3 = _half_block(data, tables, at, tab, u1[b] - u0[b], bits,
                                                      unit_bytes, low4, transpose)
-                        r0 = 32 * s
-                        _epilogue(out, o + r0, sc, off, base + r0, a0, h, xv, cv, True)
-                        _epilogue(out, o + r0 + 8, sc, off, base + r0 + 8, a1, h, xv, cv, True)
-                        _epilogue(out, o + r0 + 16, sc, off, base + r0 + 16, a2, h, xv, cv, True)
-                        _epilogue(out, o + r0 + 24, sc, off, base + r0 + 24, a3, h, xv, cv, True)
+                        _epilogue4(out, o + 32 * s, sc, off, base + 32 * s, a0, a1, a2, a3,
+                                   set1_f32_256(half[n, b]), set1_f32_256(xsum[n, b]), cv)
 
 
 @njit(cache=True, parallel=True)
