@@ -43,6 +43,18 @@ def test_info_reports_features_and_paths():
     assert all(path in info["available"] for path in info["ops"].values())
 
 
+def test_why_names_what_each_better_path_lacks():
+    avx512 = {"avx512f", "avx512bw", "avx512vbmi", "avx512vnni", "avx2"}
+    assert dispatch.why("lut_int8", "avx512", None, avx512) == "the best path"
+    assert dispatch.why("lut_int8", "avx2", None, {"avx2", "avx512f"}) == \
+        "avx512 needs avx512bw, avx512vbmi, avx512vnni"
+    assert dispatch.why("lut_int8", "avx2", "avx2", avx512) == \
+        "avx512 not requested (TMAC_ISA / isa=avx2)"
+    assert dispatch.why("dequant", "portable", None, avx512) == \
+        "avx512 has no dequant kernel; avx2 has no dequant kernel"
+    assert set(dispatch.info()["why"]) == set(dispatch.info()["ops"])
+
+
 def test_import_compiles_and_loads_no_kernel_module():
     code = ("import sys, tmac, tmac.kernels, tmac.kernels.dispatch; "
             "print([m for m in sys.modules if m.startswith('tmac.kernels.lut') or m == 'tmac.kernels.dequant'])")

@@ -96,8 +96,9 @@ def run(args):
     ops = Table(title="kernel path per op")
     ops.add_column("op")
     ops.add_column("path")
+    ops.add_column("why")
     for op, path in info["ops"].items():
-        ops.add_row(op, path)
+        ops.add_row(op, path, info["why"][op])
     console.print(ops)
     console.print(info["note"])
     if args.model:

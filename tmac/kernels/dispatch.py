@@ -158,8 +158,24 @@ def _choose(op, req, features):
     return "portable"
 
 
+def why(op: str, chosen: str, req: str | None, features) -> str:
+    """Why ``op`` runs on ``chosen``: the better paths passed over and what each lacked (CPU
+    features, the request, or no kernel for the op)."""
+    reasons = []
+    for path in PATHS[:ISAS.index(chosen)]:
+        missing = [f for f in path.requires if f not in features]
+        if op not in path.ops:
+            reasons.append(f"{path.name} has no {op} kernel")
+        elif missing:
+            reasons.append(f"{path.name} needs {', '.join(missing)}")
+        else:
+            reasons.append(f"{path.name} not requested (TMAC_ISA / isa={req})")
+    return "; ".join(reasons) or "the best path"
+
+
 def info(isa: str | None = None) -> dict:
-    """What ``tmac info`` prints: CPU, relevant features, available paths, the path per op."""
+    """What ``tmac info`` prints: CPU, relevant features, available paths, the path per op and
+    why (``why``)."""
     cf = cpu_features()
     relevant = sorted({f for fs in REQUIRED.values() for f in fs} | {"avx512vl", "avxvnni", "amx-int8"})
     return {
@@ -168,5 +184,7 @@ def info(isa: str | None = None) -> dict:
         "available": list(available(cf["features"])),
         "requested": requested_isa(isa),
         "ops": {op: choose(op, isa, cf["features"]) for op in OP_PATHS},
+        "why": {op: why(op, choose(op, isa, cf["features"]), requested_isa(isa), cf["features"])
+                for op in OP_PATHS},
         "note": "AMX is never used",
     }
