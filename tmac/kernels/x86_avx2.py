@@ -102,9 +102,15 @@ def _sum_groups(r0, r1, r2, r3, tables, t, w2, low4):
 
 
 @njit(cache=True, inline="always")
-def _step(p, pair):
-    """(pmaddubsw weights, int16 budget used) of plane p (and p + 1 if ``pair``) of a pass."""
-    return (1 << p) | ((2 << p) << 8 if pair else 0), 4 * (3 << p if pair else 1 << p)
+def _step(i, first, last, used):
+    """The step of a pass at plane i: (j, the pmaddubsw weights of planes i and j, whether the
+    int16 sums must go into int32 first, the int16 budget used after it). j = i + 1, or i for a
+    lone last plane (weight 0 on its copy)."""
+    j = i + 1 if i + 1 < last else i
+    p = i - first
+    weight = 4 * (3 << p if j > i else 1 << p)
+    flush = used + weight > ROOM
+    return j, (1 << p) | ((2 << p) << 8 if j > i else 0), flush, (0 if flush else used) + weight
 
 
 @njit(cache=True, inline="always")
@@ -125,12 +131,10 @@ def _pass(c0, c1, c2, c3, data, tables, at, tab, n_u, unit_bytes, first, last, l
     for u in range(n_u):
         at_u = at + u * unit_bytes
         for i in range(first, last, 2):
-            j = i + 1 if i + 1 < last else i
-            weights, weight = _step(i - first, j > i)
-            if used + weight > ROOM:
+            j, weights, flush, used = _step(i, first, last, used)
+            if flush:
                 c0, c1, c2, c3 = _flush(c0, c1, c2, c3, lo, hi, first)
-                lo = zero256(); hi = zero256(); used = 0
-            used += weight
+                lo = zero256(); hi = zero256()
             r0, r1, r2, r3 = _group_registers(data, at_u + i * 128, at_u + j * 128, transpose)
             sl, sh = _sum_groups(r0, r1, r2, r3, tables, tab + 64 * u, set1_i16_256(weights), low4)
             lo = add_i16(lo, sl); hi = add_i16(hi, sh)
@@ -147,13 +151,11 @@ def _pass2(c0, c1, c2, c3, d0, d1, d2, d3, data, tables, at, tab, tab2, n_u, uni
     for u in range(n_u):
         at_u = at + u * unit_bytes
         for i in range(first, last, 2):
-            j = i + 1 if i + 1 < last else i
-            weights, weight = _step(i - first, j > i)
-            if used + weight > ROOM:
+            j, weights, flush, used = _step(i, first, last, used)
+            if flush:
                 c0, c1, c2, c3 = _flush(c0, c1, c2, c3, lo, hi, first)
                 d0, d1, d2, d3 = _flush(d0, d1, d2, d3, lo2, hi2, first)
-                lo = zero256(); hi = zero256(); lo2 = zero256(); hi2 = zero256(); used = 0
-            used += weight
+                lo = zero256(); hi = zero256(); lo2 = zero256(); hi2 = zero256()
             w2 = set1_i16_256(weights)
             r0, r1, r2, r3 = _group_registers(data, at_u + i * 128, at_u + j * 128, transpose)
             sl, sh = _sum_groups(r0, r1, r2, r3, tables, tab + 64 * u, w2, low4)
