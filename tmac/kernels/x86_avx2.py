@@ -102,6 +102,21 @@ def _sum_groups(r0, r1, r2, r3, tables, t, w2, low4):
 
 
 @njit(cache=True, inline="always")
+def _sum_groups_halves(r0, r1, r2, r3, tables, t, w_a, w_b, low4):
+    """_sum_groups of registers that hold one plane of two halves side by side (a lone plane):
+    w_a weighs the first byte of each pair (half 0), w_b the second (half 1). Returns the
+    first half's rows (low, high nibbles), then the second's."""
+    la = zero256(); ha = zero256(); lb = zero256(); hb = zero256()
+    for q, r in enumerate((r0, r1, r2, r3)):
+        tq = bcast128_256(tables, t + 16 * q)
+        lo = pshufb256(tq, vand(r, low4))
+        hi = pshufb256(tq, vand(srl_i16(r, 4), low4))
+        la = add_i16(la, maddubs256(w_a, lo)); lb = add_i16(lb, maddubs256(w_b, lo))
+        ha = add_i16(ha, maddubs256(w_a, hi)); hb = add_i16(hb, maddubs256(w_b, hi))
+    return la, ha, lb, hb
+
+
+@njit(cache=True, inline="always")
 def _step(i, first, last, used):
     """The step of a pass at plane i: (j, the pmaddubsw weights of planes i and j, whether the
     int16 sums must go into int32 first, the int16 budget used after it). j = i + 1, or i for a
@@ -121,31 +136,52 @@ def _flush(c0, c1, c2, c3, lo, hi, shift):
 
 
 @njit(cache=True, inline="always")
-def _pass(c0, c1, c2, c3, data, tables, at, tab, n_u, unit_bytes, first, last, low4, transpose):
-    """c* += the lookups of planes first..last-1 over ``n_u`` units, two planes at a time (one
-    pshufb looks both up, one pmaddubsw weighs both) into int16 accumulators that go into int32
-    before they could overflow (wrapping int16 adds are exact whenever the total fits); plane i
-    weighs 2^(i - first), the int32 sums are shifted by ``first``."""
-    lo = zero256(); hi = zero256()
+def _pass_tile(c0, c1, c2, c3, e0, e1, e2, e3, data, tables, at, tab, n_u, unit_bytes, first,
+               last, low4, transpose):
+    """c* (half 0), e* (half 1) += the lookups of planes first..last-1 over ``n_u`` units, two
+    planes at a time (one pshufb looks both up, one pmaddubsw weighs both) into int16
+    accumulators that go into int32 before they could overflow (wrapping int16 adds are exact
+    whenever the total fits); plane i weighs 2^(i - first), the int32 sums are shifted by
+    ``first``. A lone last plane pairs the two halves instead of two planes."""
+    lo = zero256(); hi = zero256(); lo1 = zero256(); hi1 = zero256()
     used = 0
     for u in range(n_u):
         at_u = at + u * unit_bytes
+        t = tab + 64 * u
         for i in range(first, last, 2):
             j, weights, flush, used = _step(i, first, last, used)
             if flush:
                 c0, c1, c2, c3 = _flush(c0, c1, c2, c3, lo, hi, first)
-                lo = zero256(); hi = zero256()
-            r0, r1, r2, r3 = _group_registers(data, at_u + i * 128, at_u + j * 128, transpose)
-            sl, sh = _sum_groups(r0, r1, r2, r3, tables, tab + 64 * u, set1_i16_256(weights), low4)
-            lo = add_i16(lo, sl); hi = add_i16(hi, sh)
-    return _flush(c0, c1, c2, c3, lo, hi, first)
+                e0, e1, e2, e3 = _flush(e0, e1, e2, e3, lo1, hi1, first)
+                lo = zero256(); hi = zero256(); lo1 = zero256(); hi1 = zero256()
+            if j > i:
+                w2 = set1_i16_256(weights)
+                r0, r1, r2, r3 = _group_registers(data, at_u + i * 128, at_u + j * 128, transpose)
+                sl, sh = _sum_groups(r0, r1, r2, r3, tables, t, w2, low4)
+                lo = add_i16(lo, sl); hi = add_i16(hi, sh)
+                r0, r1, r2, r3 = _group_registers(data, at_u + i * 128 + 64, at_u + j * 128 + 64,
+                                                  transpose)
+                sl, sh = _sum_groups(r0, r1, r2, r3, tables, t, w2, low4)
+            else:
+                r0, r1, r2, r3 = _group_registers(data, at_u + i * 128, at_u + i * 128 + 64,
+                                                  transpose)
+                sl, sh, sl1, sh1 = _sum_groups_halves(r0, r1, r2, r3, tables, t,
+                                                      set1_i16_256(weights),
+                                                      set1_i16_256(weights << 8), low4)
+                lo = add_i16(lo, sl); hi = add_i16(hi, sh)
+                sl, sh = sl1, sh1
+            lo1 = add_i16(lo1, sl); hi1 = add_i16(hi1, sh)
+    c0, c1, c2, c3 = _flush(c0, c1, c2, c3, lo, hi, first)
+    e0, e1, e2, e3 = _flush(e0, e1, e2, e3, lo1, hi1, first)
+    return c0, c1, c2, c3, e0, e1, e2, e3
 
 
 @njit(cache=True, inline="always")
 def _pass2(c0, c1, c2, c3, d0, d1, d2, d3, data, tables, at, tab, tab2, n_u, unit_bytes, first,
            last, low4, transpose):
-    """_pass for two tokens (tables at ``tab``, ``tab2``; sums c*, d*): the index registers are
-    made once for both."""
+    """_pass_tile on one half for two tokens (tables at ``tab``, ``tab2``; sums c*, d*): the
+    index registers are made once for both; a lone last plane is paired with itself (weight 0
+    on the copy)."""
     lo = zero256(); hi = zero256(); lo2 = zero256(); hi2 = zero256()
     used = 0
     for u in range(n_u):
@@ -175,22 +211,27 @@ def _in_order(c0, c1, c2, c3):
 
 
 @njit(cache=True, inline="always")
-def _half_block(data, tables, at, tab, n_u, bits, unit_bytes, low4, transpose):
-    """The exact int32 block sums of 32 rows (one packed half) over ``n_u`` units, as 4
-    registers of 8 rows: 0-7, 8-15 (low nibbles), 16-23, 24-31 (high nibbles). Planes 6 and 7
-    go in a second pass with weights 1 and 2, shifted by 6."""
+def _tile_block(data, tables, at, tab, n_u, bits, unit_bytes, low4, transpose):
+    """The exact int32 block sums of a tile's 64 rows over ``n_u`` units, as 8 registers of 8
+    rows in order (half 0: 0-7, 8-15 from the low nibbles, 16-23, 24-31 from the high ones;
+    then half 1). Planes 6 and 7 go in a second pass with weights 1 and 2, shifted by 6."""
     z = zero256()
-    c0, c1, c2, c3 = _pass(z, z, z, z, data, tables, at, tab, n_u, unit_bytes, 0,
-                           min(bits, HIGH_PLANES), low4, transpose)
+    c0, c1, c2, c3, e0, e1, e2, e3 = _pass_tile(z, z, z, z, z, z, z, z, data, tables, at, tab,
+                                                n_u, unit_bytes, 0, min(bits, HIGH_PLANES),
+                                                low4, transpose)
     if bits > HIGH_PLANES:
-        c0, c1, c2, c3 = _pass(c0, c1, c2, c3, data, tables, at, tab, n_u, unit_bytes,
-                               HIGH_PLANES, bits, low4, transpose)
-    return _in_order(c0, c1, c2, c3)
+        c0, c1, c2, c3, e0, e1, e2, e3 = _pass_tile(c0, c1, c2, c3, e0, e1, e2, e3, data,
+                                                    tables, at, tab, n_u, unit_bytes,
+                                                    HIGH_PLANES, bits, low4, transpose)
+    a0, a1, a2, a3 = _in_order(c0, c1, c2, c3)
+    b0, b1, b2, b3 = _in_order(e0, e1, e2, e3)
+    return a0, a1, a2, a3, b0, b1, b2, b3
 
 
 @njit(cache=True, inline="always")
 def _half_block2(data, tables, at, tab, tab2, n_u, bits, unit_bytes, low4, transpose):
-    """_half_block for two tokens: 8 registers, the first token's 4 then the second's."""
+    """One half's block sums for two tokens (_pass2): 8 registers in order, the first token's 4
+    then the second's."""
     z = zero256()
     c0, c1, c2, c3, d0, d1, d2, d3 = _pass2(z, z, z, z, z, z, z, z, data, tables, at, tab, tab2,
                                             n_u, unit_bytes, 0, min(bits, HIGH_PLANES), low4,
@@ -258,13 +299,13 @@ def lut_int8(data, tables, blocks, half, xsum, sc, off, out, tiles_per_task):
                 _zero_tile(out, o)
                 for b in range(n_blocks):
                     base = (tile * n_wg + wg[b]) * 64
-                    tab = (n * n_groups + s0[b]) * 16
-                    for s in range(2):
-                        at = (tile * n_units + u0[b]) * unit_bytes + 64 * s
-                        a0, a1, a2, a3 = _half_block(data, tables, at, tab, u1[b] - u0[b], bits,
-                                                     unit_bytes, low4, transpose)
-                        _epilogue4(out, o + 32 * s, sc, off, base + 32 * s, a0, a1, a2, a3,
-                                   set1_f32_256(half[n, b]), set1_f32_256(xsum[n, b]), cv)
+                    at = (tile * n_units + u0[b]) * unit_bytes
+                    a0, a1, a2, a3, b0, b1, b2, b3 = _tile_block(
+                        data, tables, at, (n * n_groups + s0[b]) * 16, u1[b] - u0[b], bits,
+                        unit_bytes, low4, transpose)
+                    h, xv = set1_f32_256(half[n, b]), set1_f32_256(xsum[n, b])
+                    _epilogue4(out, o, sc, off, base, a0, a1, a2, a3, h, xv, cv)
+                    _epilogue4(out, o + 32, sc, off, base + 32, b0, b1, b2, b3, h, xv, cv)
 
 
 @njit(cache=True, parallel=True)
