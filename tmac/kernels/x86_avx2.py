@@ -19,8 +19,9 @@ registers, with in-lane shuffles only, until every lane holds one group:
 20 shuffles per 128 packed bytes where the masked look-up of every group in every register
 took 32 and as many ORs. The int16 accumulators go into int32 before they could overflow
 (``ROOM``: a lane may sum 258 entries of |127| x plane weight; wrapping int16 adds are exact
-when the total fits); planes 6 and 7 go in a second pass weighing 1 and 2, shifted by 6, and
-an odd last plane is paired with itself at weight 0. Integer sums are exact, so their order is
+when the total fits); planes 6 and 7 go in a second pass weighing 1 and 2, shifted by 6. An
+odd last plane pairs the tile's two halves instead of two planes (two pmaddubsw, by (2^i, 0) and
+(0, 2^i), take the halves apart); with two tokens at a time it is paired with itself at weight 0. Integer sums are exact, so their order is
 free; the rows come out as 0-3 8-11 | 4-7 12-15 and are put in order once per block.
 
 The output rows of a tile are accumulated in ``out`` itself (16 ymm registers are too few to
