@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-N_SEQUENCES = 32
+N_SEQUENCES = 64      # 3-bit g32 GPTQ on SmolLM2, docs text: 1.3045x f32 with 32, 1.2546x with 64
 LENGTH = 256
 SEED = 0
 

@@ -25,9 +25,10 @@ from tmac.model import reference as spec
 from tmac.reference import affine, gptq
 
 DAMP = 0.01
-REFITS = 3          # group parameters refitted to the codes, and the columns swept again
-                    # (tmac.reference.gptq, "refits"): 3-bit g32 on SmolLM2, docs text,
-                    # 1.454x f32 without, 1.329x with 3 (docs/model.md)
+REFITS = 6          # group parameters refitted to the codes, and the columns swept again
+                    # (tmac.reference.gptq, "refits"): 3-bit g32 on SmolLM2, docs text, 32
+                    # calibration sequences: 1.454x f32 without, 1.329x with 3, 1.3045x with 6
+                    # (docs/quality.md)
 
 
 def _fit(w, inputs, fmt, act_order):
