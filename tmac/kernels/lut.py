@@ -44,6 +44,13 @@ class Plan:
                            # matmul_int8 also reads Kp from stops[-1])
 
 
+def read_only(a: np.ndarray) -> np.ndarray:
+    """``a``, made read-only in place. Every plan array a kernel receives is read-only: Numba
+    types read-only and writable arrays apart, so a mix would compile each kernel twice."""
+    a.setflags(write=False)
+    return a
+
+
 @functools.lru_cache(maxsize=256)
 def plan(k: int, n_weight_groups: int, act_group_size: int) -> Plan:
     """Blocks as in docs/numerics.md: W_eff = W if W < K else Kp, B = min(A, W_eff).
@@ -65,7 +72,7 @@ def plan(k: int, n_weight_groups: int, act_group_size: int) -> Plan:
     blocks = np.ascontiguousarray(np.stack([arrays[6], arrays[7], 4 * arrays[6], arrays[2], starts, stops,
                                             arrays[3]]))
     for a in arrays + [blocks]:
-        a.setflags(write=False)
+        read_only(a)
     return Plan(kp, kpp, int(act_group_size), (kp - 4) // int(act_group_size) + 1, *arrays, aligned,
                 blocks)
 
@@ -112,7 +119,7 @@ def unit_slots(qt, p: Plan):
         slots[:, dst:dst + p.g1[b] - p.g0[b]] = qt[:, p.g0[b]:p.g1[b]]
     blocks = p.blocks.copy()
     blocks[2] = s0
-    return slots, blocks
+    return slots, read_only(blocks)
 
 
 def block_sums(xp, p: Plan):

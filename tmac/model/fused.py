@@ -28,6 +28,7 @@ import numpy as np
 from numba.core import types
 
 from tmac.kernels.by_isa import lut_int8_on
+from tmac.kernels.lut import read_only
 from tmac.kernels.jit import njit, overload, prange
 from tmac.kernels.tables import block_sums, build_tables_int8, table_scales
 from tmac.model import ops
@@ -269,7 +270,8 @@ def stack(weights, plans):
         at += (w.data.size, groups.size, p.blocks.size, 0 if supers is None else supers.size)
     return Stack(np.concatenate([w.data.ravel() for w in weights]),
                  _concat([w.scales_t for w in weights]), _concat([w.zeros_t for w in weights]),
-                 np.concatenate([p.blocks.ravel() for p in plans]), np.array(meta, np.int64))
+                 read_only(np.concatenate([p.blocks.ravel() for p in plans])),
+                 np.array(meta, np.int64))
 
 
 @njit(cache=True, inline="always")
