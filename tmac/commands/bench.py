@@ -9,8 +9,11 @@ def add_parser(subparsers):
     bench.add_arguments(p)
     p.set_defaults(run=run)
     from tmac.model import bench as model_bench     # `tmac bench model`: a real LLM's tokens/s
+    from tmac.model import priority_bench           # `tmac bench priority`: what decode costs others
 
-    model_bench.add_parser(p.add_subparsers(dest="mode", metavar="{model}"))
+    modes = p.add_subparsers(dest="mode", metavar="{model,priority}")
+    model_bench.add_parser(modes)
+    priority_bench.add_parser(modes)
 
 
 def run(args):

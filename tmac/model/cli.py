@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from tmac.model.formats import DEFAULT_HEAD, FORMATS, fit_choices
+from tmac.priority import PRIORITIES
 
 
 def add_model_arguments(p, formats=True):
@@ -16,6 +17,10 @@ def add_model_arguments(p, formats=True):
                             f"GGUF weights; one of {', '.join(FORMATS)}")
     add_fit_arguments(p)
     p.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
+    p.add_argument("--priority", default="normal", choices=PRIORITIES,
+                   help="normal (default) or low: every thread of this run at the lowest "
+                        "scheduling priority (Linux SCHED_IDLE), so the machine stays "
+                        "responsive; results are the same (docs/performance.md)")
     p.add_argument("--matmul", default="lut", choices=("lut", "dequant"),
                    help="lut: tmac's table-lookup kernels (default); dequant: the baseline")
     p.add_argument("--lut", default="int8", choices=("int8", "float32"),
@@ -48,12 +53,14 @@ def say(message):
 def open_model(args, fmt_name=None, quiet=False):
     """(OpenModel, ModelFormat) for parsed args, with a progress bar while quantizing."""
     from tmac.model import formats, loader, store
+    from tmac.priority import set_priority
 
     loader.require_extra()                # a missing extra: one line, before anything else
     fmt = formats.parse(fmt_name or args.format, args.group_size, args.sym, head=args.head,
                         fit=getattr(args, "fit", None))
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    set_priority(getattr(args, "priority", "normal"))     # before quantizing: that is work too
     if not quiet:
         from tmac.model import fetch, modelfile
 

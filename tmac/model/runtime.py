@@ -322,6 +322,9 @@ class Runtime:
     fused       None (automatic), True (require) or False (per-layer path)
     lut         "int8" (T-MAC's quantized tables, the default) or "float32" (exact tables: no
                 table error, per-layer path, slower)
+    priority    None (leave the process as it is), "normal" or "low" (tmac.priority: every
+                thread of the process at the lowest scheduling priority, for good; results
+                are the same)
     act_group_size  activations per int8 table scale (ACT_GROUP_SIZE; where it does not nest
                 with a matrix's weight group, that matrix uses its weight group; None: always
                 the weight group, as tmac.matmul's default)
@@ -330,8 +333,9 @@ class Runtime:
     def __init__(self, model: PreparedModel, max_ctx: int = 512, max_seq: int = 128,
                  matmul: str = "lut", threads: int | None = None, fused: bool | None = None,
                  isa: str | None = None, act_group_size: int | None = ACT_GROUP_SIZE,
-                 lut: str = "int8"):
+                 lut: str = "int8", priority: str | None = None):
         from tmac.kernels import dispatch
+        from tmac.priority import set_priority
         from tmac.reference.lut_matmul import LUT_MODES
 
         if lut not in LUT_MODES:
@@ -348,6 +352,8 @@ class Runtime:
             raise ValueError(f"context {self.max_ctx} is outside what {c.name} supports "
                              f"(1..{c.context_length} tokens, its context_length)")
         self._check_memory()
+        if priority is not None:
+            set_priority(priority)
         self.cache = KVCache(c.n_layers, c.n_kv_heads, c.head_dim, self.max_ctx)
         self.cos, self.sin = rope_tables(self.max_ctx, c.rope_dim, c.rope_base)
         self.kernel_path = dispatch.choose("lut_int8", isa)
