@@ -66,14 +66,20 @@ def lut_int8(data, tables, blocks, half, xsum, sc, off, out, tiles_per_task):
                     acc[:] = 0
                     u0, u1, s0 = blocks[0, b], blocks[1, b], blocks[2, b]
                     for u in range(u0, u1):
-                        for q in range(4):
-                            slot = s0 + 4 * (u - u0) + q
-                            for i in range(bits):
-                                for s in range(2):
-                                    for r in range(16):
-                                        byte = data[tile, u, i, s, 4 * r + q]
-                                        acc[32 * s + r] += np.int32(tables[n, slot, byte & 15]) << i
-                                        acc[32 * s + 16 + r] += np.int32(tables[n, slot, byte >> 4]) << i
+                        slot = s0 + 4 * (u - u0)
+                        t0, t1 = tables[n, slot], tables[n, slot + 1]
+                        t2, t3 = tables[n, slot + 2], tables[n, slot + 3]
+                        for i in range(bits):
+                            for s in range(2):
+                                d = data[tile, u, i, s]
+                                for r in range(16):
+                                    b0, b1, b2, b3 = d[4 * r], d[4 * r + 1], d[4 * r + 2], d[4 * r + 3]
+                                    lo = (np.int32(t0[b0 & 15]) + np.int32(t1[b1 & 15])
+                                          + np.int32(t2[b2 & 15]) + np.int32(t3[b3 & 15]))
+                                    hi = (np.int32(t0[b0 >> 4]) + np.int32(t1[b1 >> 4])
+                                          + np.int32(t2[b2 >> 4]) + np.int32(t3[b3 >> 4]))
+                                    acc[32 * s + r] += lo << i
+                                    acc[32 * s + 16 + r] += hi << i
                     for r in range(64):
                         lut[r] = np.float32(acc[r]) * half[n, b]
                     _epilogue(y, lut, sc, off, tile, blocks[3, b], xsum[n, b], c)
