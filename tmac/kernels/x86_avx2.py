@@ -261,19 +261,25 @@ def _zero_tile(out, o):
         store256(out, o + r, zero256())
 
 
+@njit(cache=True, inline="always")
+def _dims(data, tables, blocks, sc, out):
+    """(units per tile, bits, bytes per unit, table slots per token, blocks, weight groups,
+    padded rows M)."""
+    bits = data.shape[2]
+    return (data.shape[1], bits, bits * 128, tables.shape[1], blocks.shape[1], weight_groups(sc),
+            out.shape[1])
+
+
 @njit(cache=True)
 def _token_pairs(data, tables, blocks, half, xsum, sc, off, out, tile0, tile1, cv):
     """out rows of tiles ``tile0 .. tile1 - 1`` for tokens 0 .. 2 * (n_tok // 2) - 1, two at a
     time (one set of index registers looked up in both tokens' tables). A function of its own,
     called per task: LLVM compiles two mid-sized functions in half the time of their inlined
     sum (a fresh compile of matmul_int8: ~30 s against 52 s), as fast."""
+    n_units, bits, unit_bytes, n_groups, n_blocks, n_wg, m_pad = _dims(data, tables, blocks, sc,
+                                                                       out)
     u0, u1, s0, wg = blocks[0], blocks[1], blocks[2], blocks[3]
-    n_units, bits = data.shape[1], data.shape[2]
-    n_groups, n_blocks = tables.shape[1], blocks.shape[1]
-    n_wg, m_pad = weight_groups(sc), out.shape[1]
-    unit_bytes = bits * 128
-    low4 = set1_i8_256(15)
-    transpose = _opaque_transpose(bits)
+    low4, transpose = set1_i8_256(15), _opaque_transpose(bits)
     for tile in range(tile0, tile1):
         for pair in range(tables.shape[0] // 2):
             n = 2 * pair
@@ -299,13 +305,10 @@ def _token_pairs(data, tables, blocks, half, xsum, sc, off, out, tile0, tile1, c
 def _one_token(data, tables, blocks, half, xsum, sc, off, out, tile0, tile1, n, cv):
     """out rows of tiles ``tile0 .. tile1 - 1`` for token ``n`` alone (decode; the odd last
     token of a prefill): both halves of a tile in one pass."""
+    n_units, bits, unit_bytes, n_groups, n_blocks, n_wg, m_pad = _dims(data, tables, blocks, sc,
+                                                                       out)
     u0, u1, s0, wg = blocks[0], blocks[1], blocks[2], blocks[3]
-    n_units, bits = data.shape[1], data.shape[2]
-    n_groups, n_blocks = tables.shape[1], blocks.shape[1]
-    n_wg, m_pad = weight_groups(sc), out.shape[1]
-    unit_bytes = bits * 128
-    low4 = set1_i8_256(15)
-    transpose = _opaque_transpose(bits)
+    low4, transpose = set1_i8_256(15), _opaque_transpose(bits)
     for tile in range(tile0, tile1):
         o = n * m_pad + tile * 64
         _zero_tile(out, o)
