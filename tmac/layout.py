@@ -123,8 +123,7 @@ def pack(codes, bits: int, scales=None, zeros=None, form: str = "zero_point") ->
     padded[:m, :k] = codes
     # idx[i, m, g] = sum_t bit_i(codes[m, 4g + t]) << t
     quads = padded.reshape(mp, kpp // 4, 4)
-    idx = np.stack([((quads >> i) & 1) @ np.array([1, 2, 4, 8], np.uint8) for i in range(bits)])
-    idx = idx.astype(np.uint8)                                  # (bits, Mp, G)
+    idx = np.stack([_nibble((quads >> i) & 1) for i in range(bits)])      # (bits, Mp, G) uint8
     mt, units = mp // ROW_TILE, kpp // UNIT_K
     # rows 64R + 32s + 16h + r, groups 4u + q  ->  [R, u, i, s, r, q, h]
     idx = idx.reshape(bits, mt, 2, 2, 16, units, 4).transpose(1, 5, 0, 2, 4, 6, 3)
@@ -134,6 +133,11 @@ def pack(codes, bits: int, scales=None, zeros=None, form: str = "zero_point") ->
         packed = packed._replace(**dict(zip(("scales_t", "zeros_t"),
                                             pack_params(scales, zeros, form))))
     return packed
+
+
+def _nibble(bits4):
+    """(..., 4) 0/1 uint8 -> (...,) uint8: bit t of the result is bits4[..., t]."""
+    return bits4[..., 0] | (bits4[..., 1] << 1) | (bits4[..., 2] << 2) | (bits4[..., 3] << 3)
 
 
 def pack_params(scales, zeros, form: str = "zero_point") -> tuple:

@@ -1,7 +1,7 @@
 """One Numba call for all transformer layers of a forward step, on any ISA path's LUT kernel.
 
 Python overhead per token must not dominate a 135M model's ~10 ms token, so the whole layer
-stack — RMSNorm, tables, LUT GEMV/GEMM, RoPE, KV write, attention, SwiGLU, residuals — runs
+stack — RMSNorm, tables, LUT GEMV/GEMM, biases, RoPE, KV write, attention, SwiGLU, residuals — runs
 inside ``layers``, one compiled call per forward step, writing only into buffers planned
 by ``tmac.model.shapes`` (no allocation in the decode loop).
 
@@ -80,15 +80,17 @@ class Tables(NamedTuple):
 class FusedModel(NamedTuple):
     """What stays fixed over a runtime's life.
 
-    dims = (n_layers, dim, ffn_dim, n_heads, n_kv_heads, head_dim, rope_dim); norms (layers,
-    dim); cos/sin (max_ctx, rope_dim / 2); qkv/o/gate_up/down: a Stack each; tiles: row tiles
-    per parallel task for (qkv, o, gate_up, down); isa: the kernel path's tag
+    dims = (n_layers, dim, ffn_dim, n_heads, n_kv_heads, head_dim, rope_dim, rope_neox);
+    norms (layers, dim); qkv_bias (layers, dim + 2 kv_dim), or (layers, 0) without biases;
+    cos/sin (max_ctx, rope_dim / 2); qkv/o/gate_up/down: a Stack each; tiles: row tiles per
+    parallel task for (qkv, o, gate_up, down); isa: the kernel path's tag
     (tmac.kernels.by_isa.tag)."""
 
     dims: tuple
     eps: np.float32
     attn_norm: np.ndarray
     ffn_norm: np.ndarray
+    qkv_bias: np.ndarray
     cos: np.ndarray
     sin: np.ndarray
     qkv: Stack
@@ -128,8 +130,8 @@ def plain(value):
 
 @njit(cache=True, inline="always")
 def _named_model(t):
-    return FusedModel(t[0], t[1], t[2], t[3], t[4], t[5], Stack(*t[6]), Stack(*t[7]),
-                      Stack(*t[8]), Stack(*t[9]), t[10], t[11])
+    return FusedModel(t[0], t[1], t[2], t[3], t[4], t[5], t[6], Stack(*t[7]), Stack(*t[8]),
+                      Stack(*t[9]), Stack(*t[10]), t[11], t[12])
 
 
 @njit(cache=True, inline="always")
@@ -294,16 +296,25 @@ def _pre_norm_tables(x, residual, add, dim, norm_w, eps, h, plan, buf):
         _tables(h, r0, r1, plan, buf)
 
 
+@njit(cache=True, inline="always")
+def _bias_rope_kv(qkv, n_rows, dim, n_heads, n_kv, hd, rope_dim, neox, bias, cos, sin, layer_kv,
+                  pos):
+    """Q/K/V biases, RoPE of queries and keys, keys/values into the cache (rows 0..n_rows-1
+    of qkv at positions pos..)."""
+    ops.add_bias(qkv, n_rows, bias)
+    ops.rope(qkv, n_rows, 0, n_heads, hd, rope_dim, cos, sin, pos, neox)
+    ops.rope(qkv, n_rows, dim, n_kv, hd, rope_dim, cos, sin, pos, neox)
+    ops.store_kv(qkv, n_rows, dim, n_kv, hd, layer_kv, pos)
+
+
 @njit(cache=True, parallel=True)
-def _pre_rope_kv(qkv, dim, n_heads, n_kv, hd, rope_dim, cos, sin, layer_kv, pos):
-    """Prefill, rows in parallel: RoPE of queries and keys, keys/values into the cache."""
+def _pre_rope_kv(qkv, dim, n_heads, n_kv, hd, rope_dim, neox, bias, cos, sin, layer_kv, pos):
+    """Prefill, rows in parallel: _bias_rope_kv."""
     t = qkv.shape[0]
     for c in prange(ops.ROW_CHUNKS):
         r0, r1 = _chunk(c, t)
-        q = qkv[r0:r1]
-        ops.rope(q, r1 - r0, 0, n_heads, hd, rope_dim, cos, sin, pos + r0)
-        ops.rope(q, r1 - r0, dim, n_kv, hd, rope_dim, cos, sin, pos + r0)
-        ops.store_kv(q, r1 - r0, dim, n_kv, hd, layer_kv, pos + r0)
+        _bias_rope_kv(qkv[r0:r1], r1 - r0, dim, n_heads, n_kv, hd, rope_dim, neox, bias, cos,
+                      sin, layer_kv, pos + r0)
 
 
 @njit(cache=True, parallel=True)
@@ -349,14 +360,15 @@ def _prefill(m, s, pos):
     """Every step between two kernels is one parallel loop over rows (5 parallel regions per
     layer besides the kernels' 4); each row is computed alone, so the bits do not depend on
     the thread count."""
-    n_layers, dim, ffn, n_heads, n_kv, hd, rope_dim = m.dims
+    n_layers, dim, ffn, n_heads, n_kv, hd, rope_dim, neox = m.dims
     for layer in range(n_layers):
         wq, wo = _layer(m.qkv, layer), _layer(m.o, layer)
         wgu, wd = _layer(m.gate_up, layer), _layer(m.down, layer)
         _pre_norm_tables(s.x, s.down, layer > 0, dim, m.attn_norm[layer], m.eps, s.h,
                          _table_plan(wq), s.tables_qkv)
         _lookup(wq, s.tables_qkv, s.qkv, m.tiles[0], m.isa)
-        _pre_rope_kv(s.qkv, dim, n_heads, n_kv, hd, rope_dim, m.cos, m.sin, s.kv[layer], pos)
+        _pre_rope_kv(s.qkv, dim, n_heads, n_kv, hd, rope_dim, neox, m.qkv_bias[layer], m.cos,
+                     m.sin, s.kv[layer], pos)
         _pre_attention_tables(s.qkv, n_heads, n_kv, hd, s.kv[layer], pos, s.scores, s.attn,
                               _table_plan(wo), s.tables_o)
         _lookup(wo, s.tables_o, s.o, m.tiles[1], m.isa)
@@ -373,15 +385,14 @@ def _decode(m, s, pos, threads):
     """The small steps run on the calling thread between the four LUT kernels of a layer
     (waking a second thread costs more than they take), except attention, whose heads go to
     all threads when there are several (it streams the layer's cache from L3)."""
-    n_layers, dim, ffn, n_heads, n_kv, hd, rope_dim = m.dims
+    n_layers, dim, ffn, n_heads, n_kv, hd, rope_dim, neox = m.dims
     t = s.x.shape[0]
     for layer in range(n_layers):
         kv = s.kv[layer]
         ops.rms_norm(s.x, 0, t, dim, m.attn_norm[layer], m.eps, s.h)
         lut_linear(s.h, _layer(m.qkv, layer), s.tables_qkv, s.qkv, m.tiles[0], 1, m.isa)
-        ops.rope(s.qkv, t, 0, n_heads, hd, rope_dim, m.cos, m.sin, pos)
-        ops.rope(s.qkv, t, dim, n_kv, hd, rope_dim, m.cos, m.sin, pos)
-        ops.store_kv(s.qkv, t, dim, n_kv, hd, kv, pos)
+        _bias_rope_kv(s.qkv, t, dim, n_heads, n_kv, hd, rope_dim, neox, m.qkv_bias[layer],
+                      m.cos, m.sin, kv, pos)
         if threads > 1:
             _decode_attention(s.qkv, n_heads, n_kv, hd, kv, pos, s.scores, s.attn)
         else:

@@ -46,12 +46,15 @@ def _attention(x, lw, c, q_w, cos, sin):
     positions = np.arange(t)
     kv_dim = c.n_kv_heads * c.head_dim
     qkv = x @ q_w.T
+    bias = spec.qkv_bias(lw)
+    if bias is not None:
+        qkv = qkv + bias
     q = qkv[..., :c.dim].reshape(s, t, c.n_heads, c.head_dim)
     k = qkv[..., c.dim:c.dim + kv_dim].reshape(s, t, c.n_kv_heads, c.head_dim)
     v = qkv[..., c.dim + kv_dim:].reshape(s, t, c.n_kv_heads, c.head_dim)
-    q = spec.apply_rope(q, cos, sin, positions, c.rope_dim).transpose(0, 2, 1, 3)   # (S, H, T, hd)
+    q = spec.apply_rope(q, cos, sin, positions, c.rope_dim, c.rope_neox).transpose(0, 2, 1, 3)
     group = c.n_heads // c.n_kv_heads
-    k = np.repeat(spec.apply_rope(k, cos, sin, positions, c.rope_dim).transpose(0, 2, 1, 3),
+    k = np.repeat(spec.apply_rope(k, cos, sin, positions, c.rope_dim, c.rope_neox).transpose(0, 2, 1, 3),
                   group, axis=1)
     v = np.repeat(v.transpose(0, 2, 1, 3), group, axis=1)
     scores = (q @ k.transpose(0, 1, 3, 2)) / np.float32(np.sqrt(c.head_dim))       # (S, H, T, T)

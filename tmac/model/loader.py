@@ -1,4 +1,4 @@
-"""Read a llama-architecture GGUF file: configuration, tensors, tokenizer metadata.
+"""Read a llama- or qwen2-architecture GGUF file: configuration, tensors, tokenizer metadata.
 
 The ``gguf`` package parses the file; the tensors' blocks are read by tmac's own specification
 of llama.cpp's block types (tmac.reference.ggml: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
@@ -10,8 +10,20 @@ truncated data, NaN/Inf scales or a dimension the block does not divide raise
 ``CorruptModelError`` naming the tensor.
 
 Orientation: a GGUF matrix with ggml shape [K, M] is read as a numpy (M, K) array, so a linear
-layer is ``y = x @ W.T`` exactly as ``tmac.matmul`` computes it. llama.cpp's converter permutes
-the rows of Q and K so that RoPE rotates *adjacent* pairs (x[2i], x[2i+1]); our RoPE does the same.
+layer is ``y = x @ W.T`` exactly as ``tmac.matmul`` computes it.
+
+What differs between the architectures is a small table (ARCHITECTURES), the rules llama.cpp
+applies to each (src/llama-model.cpp's graph builders and rope types, docs/model.md):
+
+    llama   RoPE on adjacent pairs (x[2i], x[2i+1]): llama.cpp's converter permutes the rows of
+            Q and K of Hugging Face checkpoints so that this holds; no biases
+    qwen2   NEOX RoPE (x[i] paired with x[i + n/2]; the converter leaves Q and K as trained);
+            biases on Q, K and V (``attn_q.bias`` ...); a separate output head
+
+Every tensor in the file must be one the architecture uses: an unknown one (a q/k norm, a bias
+we do not apply) is an UnsupportedModelError, never silently ignored. A token embedding stored
+in a block type whose float32 copy would exceed EMBED_FLOAT_LIMIT stays in its blocks
+(tmac.model.embedding), rows decoded as they are looked up.
 """
 from __future__ import annotations
 
@@ -24,7 +36,17 @@ import numpy as np
 from tmac.extras import MissingExtra, hint
 from tmac.reference.ggml import BLOCK_TYPES
 
-SUPPORTED_ARCHITECTURES = ("llama",)
+@dataclass(frozen=True)
+class Architecture:
+    """What a GGUF ``general.architecture`` means for the forward pass."""
+
+    rope_neox: bool         # RoPE pairs (x[i], x[i + n/2]) instead of (x[2i], x[2i+1])
+    qkv_bias: bool          # Q, K and V have bias vectors
+
+
+ARCHITECTURES = {"llama": Architecture(rope_neox=False, qkv_bias=False),
+                 "qwen2": Architecture(rope_neox=True, qkv_bias=True)}
+SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 SUPPORTED_TYPES = tuple(BLOCK_TYPES)
 FLOAT_TYPES = ("F32", "F16", "BF16")
 MAX_DIMENSION = 1 << 24        # larger than any dimension of a real llama model
@@ -38,6 +60,10 @@ LAYER_TENSORS = {
 
 
 NORMS = ("attn_norm", "ffn_norm")
+BIAS_TENSORS = {"bq": "attn_q.bias", "bk": "attn_k.bias", "bv": "attn_v.bias"}
+# float32 bytes above which a block-typed token embedding stays in its blocks (a 151936 x 896
+# embedding is 545 MB of float32, 155 MB as Q8_0); SmolLM2's 113 MB stays a float32 table
+EMBED_FLOAT_LIMIT = 256 << 20
 
 
 class UnsupportedModelError(ValueError):
@@ -88,6 +114,15 @@ class LlamaConfig:
     rope_dim: int
     norm_eps: float
     name: str = "llama"
+    architecture: str = "llama"
+
+    @property
+    def rope_neox(self) -> bool:
+        return ARCHITECTURES[self.architecture].rope_neox
+
+    @property
+    def qkv_bias(self) -> bool:
+        return ARCHITECTURES[self.architecture].qkv_bias
 
     @property
     def head_dim(self) -> int:
@@ -105,8 +140,10 @@ class LlamaConfig:
 
 @dataclass
 class LlamaWeights:
-    """Float32 weights: ``embed`` (vocab, dim), ``output`` (vocab, dim, tied if the file has
-    none), ``output_norm`` (dim,), and ``layers``: one dict per layer keyed as LAYER_TENSORS."""
+    """Float32 weights: ``embed`` (vocab, dim; a float32 array, or a large block-typed one as a
+    tmac.model.embedding.BlockEmbedding), ``output`` (vocab, dim, tied if the file has none),
+    ``output_norm`` (dim,), and ``layers``: one dict per layer keyed as LAYER_TENSORS, with
+    the biases "bq", "bk", "bv" (float32 vectors) where the architecture has them."""
 
     config: LlamaConfig
     embed: np.ndarray
@@ -123,6 +160,30 @@ class GGUFModel:
     config: LlamaConfig
     weights: LlamaWeights
     metadata: dict          # every scalar/string/array field, tokenizer arrays included
+
+
+def open_reader(path):
+    """A gguf.GGUFReader of ``path`` whose fields are read through a plain ndarray view of the
+    file's memory map (still no copy): gguf reads every token and merge string through
+    np.memmap slicing, whose per-slice overhead made parsing Qwen2's 151k-token vocabulary take
+    ~15 s; plain views take a fraction. Falls back to the plain reader if gguf's internal
+    ``_get`` changes shape."""
+    gguf = _require_gguf()
+    if not callable(getattr(gguf.GGUFReader, "_get", None)):
+        return gguf.GGUFReader(str(path))
+
+    class PlainViewReader(gguf.GGUFReader):
+        def _get(self, offset, dtype, count=1, override_order=None):
+            plain = self.__dict__.get("_plain_data")
+            if plain is None or plain.size != self.data.size:
+                plain = self.__dict__["_plain_data"] = self.data.view(np.ndarray)
+            count = int(count)
+            itemsize = np.dtype(dtype).itemsize
+            arr = plain[offset:offset + itemsize * count].view(dtype=dtype)[:count]
+            order = self.byte_order if override_order is None else override_order
+            return arr.view(arr.dtype.newbyteorder(order))
+
+    return PlainViewReader(str(path))
 
 
 def read_metadata(reader) -> dict:
@@ -162,7 +223,7 @@ def config_from_metadata(meta: dict) -> LlamaConfig:
         rope_base=float(get("rope.freq_base", 10000.0)),
         rope_dim=int(get("rope.dimension_count", dim // n_heads)),
         norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
-        name=str(meta.get("general.name", arch)))
+        name=str(meta.get("general.name", arch)), architecture=arch)
     check_config(config)
     return config
 
@@ -268,8 +329,7 @@ def load(path, native: bool = False) -> GGUFModel:
 
 
 def _load(path, native=False) -> GGUFModel:
-    gguf = _require_gguf()
-    reader = gguf.GGUFReader(str(path))
+    reader = open_reader(path)
     meta = read_metadata(reader)
     config = config_from_metadata(meta)
     tensors = {t.name: t for t in reader.tensors}
@@ -293,12 +353,53 @@ def _load(path, native=False) -> GGUFModel:
     c = config
     shapes = {"attn_norm": (c.dim,), "wq": (c.dim, c.dim), "wk": (c.kv_dim, c.dim),
               "wv": (c.kv_dim, c.dim), "wo": (c.dim, c.dim), "ffn_norm": (c.dim,),
-              "w_gate": (c.ffn_dim, c.dim), "w_up": (c.ffn_dim, c.dim), "w_down": (c.dim, c.ffn_dim)}
-    layers = [{key: take(f"blk.{i}.{gname}", shapes[key], native and key not in NORMS)
-               for key, gname in LAYER_TENSORS.items()} for i in range(c.n_layers)]
-    embed = take("token_embd.weight", (c.vocab_size, c.dim))
+              "w_gate": (c.ffn_dim, c.dim), "w_up": (c.ffn_dim, c.dim), "w_down": (c.dim, c.ffn_dim),
+              "bq": (c.dim,), "bk": (c.kv_dim,), "bv": (c.kv_dim,)}
+    per_layer = layer_tensors(c)
+    check_known_tensors(tensors, c, per_layer)
+    layers = [{key: take(f"blk.{i}.{gname}", shapes[key], native and key in MATRICES)
+               for key, gname in per_layer.items()} for i in range(c.n_layers)]
     tied = "output.weight" not in tensors
+    embed = _embedding(tensors["token_embd.weight"], (c.vocab_size, c.dim), take)
     head_name = "token_embd.weight" if tied else "output.weight"
-    output = take(head_name, (c.vocab_size, c.dim), native) if native or not tied else embed
+    output = take(head_name, (c.vocab_size, c.dim), native) if native or not tied else \
+        np.asarray(embed, np.float32)
     weights = LlamaWeights(c, embed, output, take("output_norm.weight", (c.dim,)), layers, tied, types)
     return GGUFModel(str(path), config, weights, meta)
+
+
+MATRICES = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+
+
+def layer_tensors(c: LlamaConfig) -> dict:
+    """Per-layer tensors of ``c``'s architecture: our name -> GGUF name without "blk.{i}."."""
+    return {**LAYER_TENSORS, **(BIAS_TENSORS if c.qkv_bias else {})}
+
+
+def check_known_tensors(tensors, c: LlamaConfig, per_layer: dict):
+    """UnsupportedModelError naming the tensors the architecture does not use (run without
+    them, the model would compute something else)."""
+    known = {"token_embd.weight", "output.weight", "output_norm.weight"}
+    known |= {f"blk.{i}.{name}" for i in range(c.n_layers) for name in per_layer.values()}
+    unknown = sorted(set(tensors) - known)
+    if unknown:
+        raise UnsupportedModelError(
+            f"tensors tmac does not apply in a {c.architecture} model: {', '.join(unknown[:6])}"
+            + (" ..." if len(unknown) > 6 else ""))
+
+
+def _embedding(tensor, shape, take):
+    """The token embedding: float32, or its blocks (tmac.model.embedding.BlockEmbedding) when
+    it has a block type and its float32 copy would exceed EMBED_FLOAT_LIMIT."""
+    from tmac.model.embedding import BlockEmbedding
+
+    kind = tensor.tensor_type.name
+    if kind in FLOAT_TYPES or shape[0] * shape[1] * 4 <= EMBED_FLOAT_LIMIT:
+        return take("token_embd.weight", shape)
+    if tensor_shape(tensor) != shape:
+        raise UnsupportedModelError(f"tensor token_embd.weight has shape {tensor_shape(tensor)}, "
+                                    f"expected {shape}")
+    try:
+        return BlockEmbedding.from_raw(kind, raw_blocks(tensor), shape)
+    except ValueError as e:
+        raise CorruptModelError(f"tensor token_embd.weight ({kind}): {e}") from None

@@ -16,6 +16,7 @@ layout, docs/golden-format.md §12 "Saved models":
     embed          the embedding: a saved weight when a format holds it exactly (llama.cpp's
                    Q8_0 embedding requantized to Q8_0 gives its own blocks back), else F32
     output_norm    F32 (D,);  attn_norm, ffn_norm  F32 (layers, D)
+    qkv_bias       F32 (layers, D + 2 KV) where the architecture has Q/K/V biases (qwen2)
     <name>/<t>     tensor <t> of matrix <name> ("head", "<layer>.qkv|o|gate_up|down") in the
                    saved-weight layout (tmac.weightfile: bit planes, or raw GGML blocks)
 
@@ -33,6 +34,7 @@ import numpy as np
 from tmac import weightfile
 from tmac.golden import container
 from tmac.model.formats import ModelFormat
+from tmac.model.embedding import BlockEmbedding, as_runtime_table
 from tmac.model.runtime import LINEARS, PreparedModel
 
 FORMAT = "tmac-model"
@@ -76,6 +78,8 @@ def save(path, model: PreparedModel, gguf_metadata: dict, source: str = "") -> N
     tensors["output_norm"] = np.asarray(model.output_norm, np.float32)
     tensors["attn_norm"] = np.stack([l["attn_norm"] for l in model.layers]).astype(np.float32)
     tensors["ffn_norm"] = np.stack([l["ffn_norm"] for l in model.layers]).astype(np.float32)
+    if model.config.qkv_bias:
+        tensors["qkv_bias"] = np.stack([l["qkv_bias"] for l in model.layers]).astype(np.float32)
     text = json.dumps(gguf_metadata, default=_plain).encode()
     tensors["gguf.metadata"] = np.frombuffer(text, np.uint8)
     meta = {"tmac.format": FORMAT, "tmac.version": VERSION,
@@ -136,14 +140,16 @@ def load(path):
     shapes = {"qkv": (q_rows, c.dim), "o": (c.dim, c.n_heads * c.head_dim),
               "gate_up": (2 * c.ffn_dim, c.dim), "down": (c.dim, c.ffn_dim)}
     vocab = (c.vocab_size, c.dim)
-    embed = (weight("embed", vocab).dequantize() if "embed" in matrices
-             else floats("embed", vocab))
+    embed = _embedding(weight("embed", vocab)) if "embed" in matrices else floats("embed", vocab)
     attn_norm = floats("attn_norm", (c.n_layers, c.dim))
     ffn_norm = floats("ffn_norm", (c.n_layers, c.dim))
+    if c.qkv_bias:
+        qkv_bias = floats("qkv_bias", (c.n_layers, q_rows))
     layers = []
     for i in range(c.n_layers):
         layer = {k: weight(f"{i}.{k}", shapes[k]) for k in LINEARS}
         layer["attn_norm"], layer["ffn_norm"] = attn_norm[i], ffn_norm[i]
+        layer["qkv_bias"] = qkv_bias[i] if c.qkv_bias else np.zeros(0, np.float32)
         layers.append(layer)
     notes = {}
     for key in NOTES:
@@ -152,22 +158,36 @@ def load(path):
                 notes[key] = json.loads(meta[key])
             except ValueError:
                 fail(f"metadata {key} is not JSON")
-    model = PreparedModel(config, fmt, np.ascontiguousarray(embed, np.float32),
+    model = PreparedModel(config, fmt, as_runtime_table(embed),
                           floats("output_norm", (c.dim,)), weight("head", vocab), layers, notes)
     return gguf_metadata, model
 
 
 def _compact(embed):
     """The embedding as a Q8_0 weight when that holds it bit for bit (a GGUF's Q8_0 embedding
-    does), else None."""
+    does), a table left in its blocks as those blocks, else None."""
     import tmac
+    from tmac.formats import FORMATS
 
+    if isinstance(embed, BlockEmbedding):
+        return FORMATS[embed.kind.lower()].from_blocks(embed.raw, embed.shape)
     if embed.shape[1] % 32:
         return None
     qw = tmac.quantize(np.asarray(embed, np.float32), scheme="q8_0", group_size=32)
     exact = np.array_equal(qw.dequantize().view(np.uint32),
                            np.ascontiguousarray(embed, np.float32).view(np.uint32))
     return qw if exact else None
+
+
+def _embedding(qw):
+    """A saved embedding weight as the runtime keeps it: its blocks when it is a GGML block
+    type too large as float32 (tmac.model.loader.EMBED_FLOAT_LIMIT), else float32."""
+    from tmac.model import loader
+
+    m, k = qw.shape
+    if getattr(qw.format, "type_name", None) and m * k * 4 > loader.EMBED_FLOAT_LIMIT:
+        return BlockEmbedding(qw.format.type_name, qw.format.blocks(qw).reshape(m, -1), (m, k))
+    return qw.dequantize()
 
 
 def _format(d):

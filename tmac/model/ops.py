@@ -65,19 +65,32 @@ def rms_norm(x, row0, n_rows, dim, weight, eps, out):
 
 
 @njit(cache=True)
-def rope(buf, n_rows, col0, n_heads, head_dim, rope_dim, cos, sin, pos):
-    """Rotate adjacent pairs in place: heads at columns col0 + h*head_dim, row t at position pos+t."""
+def rope(buf, n_rows, col0, n_heads, head_dim, rope_dim, cos, sin, pos, neox):
+    """Rotate pairs in place: heads at columns col0 + h*head_dim, row t at position pos+t.
+    Pair i is (2i, 2i+1) (GGUF llama), or (i, i + rope_dim/2) when ``neox`` (qwen2), as
+    tmac.model.reference.rope_pairs."""
+    half = rope_dim // 2
     for t in range(n_rows):
         p = pos + t
         for h in range(n_heads):
             base = col0 + h * head_dim
-            for i in range(rope_dim // 2):
-                a = buf[t, base + 2 * i]
-                b = buf[t, base + 2 * i + 1]
+            for i in range(half):
+                first = base + (i if neox else 2 * i)
+                second = first + (half if neox else 1)
+                a = buf[t, first]
+                b = buf[t, second]
                 c = cos[p, i]
                 s = sin[p, i]
-                buf[t, base + 2 * i] = a * c - b * s
-                buf[t, base + 2 * i + 1] = a * s + b * c
+                buf[t, first] = a * c - b * s
+                buf[t, second] = a * s + b * c
+
+
+@njit(cache=True)
+def add_bias(buf, n_rows, bias):
+    """buf[t, :n] += bias (n = bias.size; nothing for an empty bias): Q/K/V biases."""
+    for t in range(n_rows):
+        for j in range(bias.shape[0]):
+            buf[t, j] += bias[j]
 
 
 @njit(cache=True)

@@ -26,16 +26,31 @@ def rms_norm(x, weight, eps):
     return (x / np.sqrt(ms + np.float32(eps))) * weight
 
 
-def apply_rope(x, cos, sin, positions, rope_dim):
-    """x (T, heads, hd): rotate adjacent pairs (x[2i], x[2i+1]) of the first rope_dim dims by
-    angle positions[t] * theta_i (GGUF llama convention)."""
+def rope_pairs(rope_dim, neox=False):
+    """(first, second) index arrays of the pairs RoPE rotates, pair i by angle theta_i:
+    adjacent (2i, 2i+1) in GGUF llama files, NEOX (i, i + rope_dim/2) in qwen2 files."""
+    i = np.arange(rope_dim // 2)
+    return (i, i + rope_dim // 2) if neox else (2 * i, 2 * i + 1)
+
+
+def apply_rope(x, cos, sin, positions, rope_dim, neox=False):
+    """x (..., T, heads, hd): rotate the pairs ``rope_pairs(rope_dim, neox)`` of the first
+    rope_dim dims by angle positions[t] * theta_i."""
     x = x.copy()
     c = cos[positions][:, None, :]                   # (T, 1, rope_dim/2)
     s = sin[positions][:, None, :]
-    even, odd = x[..., 0:rope_dim:2].copy(), x[..., 1:rope_dim:2].copy()
-    x[..., 0:rope_dim:2] = even * c - odd * s
-    x[..., 1:rope_dim:2] = even * s + odd * c
+    first, second = rope_pairs(rope_dim, neox)
+    a, b = x[..., first].copy(), x[..., second].copy()
+    x[..., first] = a * c - b * s
+    x[..., second] = a * s + b * c
     return x
+
+
+def qkv_bias(layer):
+    """The layer's Q, K and V biases end to end (dim + 2 kv_dim,) float32, or None."""
+    if "bq" not in layer:
+        return None
+    return np.concatenate([layer["bq"], layer["bk"], layer["bv"]]).astype(np.float32)
 
 
 def attention(q, k_all, v_all, pos):
@@ -99,11 +114,14 @@ def forward(weights, tokens, cache, pos, linear=linear):
     x = weights.embed[tokens].astype(np.float32)                          # (T, D)
     for i, layer in enumerate(weights.layers):
         h = rms_norm(x, layer["attn_norm"], c.norm_eps)
-        q = linear(h, layer["wq"]).reshape(t, c.n_heads, c.head_dim)
-        k = linear(h, layer["wk"]).reshape(t, c.n_kv_heads, c.head_dim)
-        v = linear(h, layer["wv"]).reshape(t, c.n_kv_heads, c.head_dim)
-        q = apply_rope(q, cos, sin, positions, c.rope_dim)
-        k = apply_rope(k, cos, sin, positions, c.rope_dim)
+        q, k, v = linear(h, layer["wq"]), linear(h, layer["wk"]), linear(h, layer["wv"])
+        if c.qkv_bias:                                                    # qwen2
+            q, k, v = q + layer["bq"], k + layer["bk"], v + layer["bv"]
+        q = apply_rope(q.reshape(t, c.n_heads, c.head_dim), cos, sin, positions, c.rope_dim,
+                       c.rope_neox)
+        k = apply_rope(k.reshape(t, c.n_kv_heads, c.head_dim), cos, sin, positions, c.rope_dim,
+                       c.rope_neox)
+        v = v.reshape(t, c.n_kv_heads, c.head_dim)
         k_all, v_all = cache.append(i, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
         x = x + linear(attention(q, k_all, v_all, pos), layer["wo"])
         h = rms_norm(x, layer["ffn_norm"], c.norm_eps)

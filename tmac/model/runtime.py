@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tmac.model import ops
+from tmac.model.embedding import BlockEmbedding, as_runtime_table
 from tmac.model.formats import ModelFormat, head_format, stack_rows
 from tmac.model.kv_cache import KVCache
 from tmac.model.loader import LlamaConfig, LlamaWeights
@@ -42,7 +43,8 @@ class PreparedModel:
     """Weights in a tmac format, with Q/K/V and gate/up stacked.
 
     ``layers[i]`` has "qkv", "o", "gate_up", "down" (float32 (M, K) arrays for f32, else
-    QuantizedWeight) and the two norm vectors; ``head`` likewise; ``embed`` stays float32.
+    QuantizedWeight) and the float32 vectors of ``layer_vectors``; ``head`` likewise;
+    ``embed`` is float32 or a BlockEmbedding (a large table left in its file's blocks).
     ``notes``: what a saved model file says of itself (its measured quality, a mix's plan).
     """
 
@@ -122,6 +124,18 @@ def _matrix_row(label, mats):
 LINEARS = ("qkv", "o", "gate_up", "down")
 
 
+def layer_vectors(lw) -> dict:
+    """A layer's float32 vectors as the runtime keeps them: the two norms and "qkv_bias", the
+    Q, K and V biases end to end ((0,) where the architecture has none). ``lw``: a loader
+    layer (biases "bq", "bk", "bv") or a prepared one."""
+    from tmac.model.reference import qkv_bias
+
+    bias = lw["qkv_bias"] if "qkv_bias" in lw else qkv_bias(lw)
+    return {"attn_norm": np.asarray(lw["attn_norm"], np.float32),
+            "ffn_norm": np.asarray(lw["ffn_norm"], np.float32),
+            "qkv_bias": np.zeros(0, np.float32) if bias is None else np.asarray(bias, np.float32)}
+
+
 def prepare(weights: LlamaWeights, fmt: ModelFormat, progress=None, matrix_formats=None,
             calibration=None) -> PreparedModel:
     """Requantize every linear layer of ``weights`` to ``fmt`` (f32: keep the floats), the head
@@ -164,14 +178,13 @@ def prepare(weights: LlamaWeights, fmt: ModelFormat, progress=None, matrix_forma
                        "o": q(lw["wo"], f["o"], f"{i}.o"),
                        "gate_up": stacked([lw["w_gate"], lw["w_up"]], f["gate_up"], f"{i}.gate_up"),
                        "down": q(lw["w_down"], f["down"], f"{i}.down"),
-                       "attn_norm": lw["attn_norm"].astype(np.float32),
-                       "ffn_norm": lw["ffn_norm"].astype(np.float32)})
+                       **layer_vectors(lw)})
         if progress:
             progress(i + 1, len(weights.layers) + 1)
     head = q(weights.output, chosen["head"], "head")
     if progress:
         progress(len(weights.layers) + 1, len(weights.layers) + 1)
-    return PreparedModel(weights.config, fmt, np.ascontiguousarray(weights.embed, np.float32),
+    return PreparedModel(weights.config, fmt, as_runtime_table(weights.embed),
                          weights.output_norm.astype(np.float32), head, layers)
 
 
@@ -195,11 +208,10 @@ def _prepare_gptq(weights, fmt, calibration, progress, chosen):
     fitted = gptq.fit_layers(weights, fmt, calibration, progress=progress,
                              matrix_formats={k: f for k, f in chosen.items() if k != "head"})
     layers = [{**{name: weight(f"{i}.{name}", *params) for name, params in f.items()},
-               "attn_norm": lw["attn_norm"].astype(np.float32),
-               "ffn_norm": lw["ffn_norm"].astype(np.float32)}
+               **layer_vectors(lw)}
               for i, (f, lw) in enumerate(zip(fitted, weights.layers))]
     head = chosen["head"].quantize(weights.output)
-    return PreparedModel(weights.config, fmt, np.ascontiguousarray(weights.embed, np.float32),
+    return PreparedModel(weights.config, fmt, as_runtime_table(weights.embed),
                          weights.output_norm.astype(np.float32), head, layers)
 
 
@@ -219,10 +231,9 @@ def prepare_native(weights: LlamaWeights) -> PreparedModel:
 
     layers = [{"qkv": stacked([lw["wq"], lw["wk"], lw["wv"]]), "o": lw["wo"],
                "gate_up": stacked([lw["w_gate"], lw["w_up"]]), "down": lw["w_down"],
-               "attn_norm": lw["attn_norm"].astype(np.float32),
-               "ffn_norm": lw["ffn_norm"].astype(np.float32)} for lw in weights.layers]
+               **layer_vectors(lw)} for lw in weights.layers]
     return PreparedModel(weights.config, parse("native"),
-                         np.ascontiguousarray(weights.embed, np.float32),
+                         as_runtime_table(weights.embed),
                          weights.output_norm.astype(np.float32), weights.output, layers)
 
 
@@ -440,7 +451,10 @@ class Runtime:
         v = self.views(t, pos, out_len)
         ids = self.ids[:t]
         ids[:] = tokens
-        ops.gather_rows(self.model.embed, ids, v["x"])
+        if isinstance(self.model.embed, BlockEmbedding):
+            self.model.embed.rows_into(ids, v["x"])
+        else:
+            ops.gather_rows(self.model.embed, ids, v["x"])
         if self.fused:
             self._layers_fused(v, pos)
         else:
@@ -459,8 +473,11 @@ class Runtime:
         for i, lw in enumerate(self.model.layers):
             ops.rms_norm(v["x"], 0, t, c.dim, lw["attn_norm"], c.norm_eps, v["h"])
             self._linear("qkv", lw["qkv"], v["h"], v["qkv"], v)
-            ops.rope(v["qkv"], t, 0, c.n_heads, c.head_dim, c.rope_dim, self.cos, self.sin, pos)
-            ops.rope(v["qkv"], t, c.dim, c.n_kv_heads, c.head_dim, c.rope_dim, self.cos, self.sin, pos)
+            ops.add_bias(v["qkv"], t, lw["qkv_bias"])
+            ops.rope(v["qkv"], t, 0, c.n_heads, c.head_dim, c.rope_dim, self.cos, self.sin, pos,
+                     c.rope_neox)
+            ops.rope(v["qkv"], t, c.dim, c.n_kv_heads, c.head_dim, c.rope_dim, self.cos, self.sin,
+                     pos, c.rope_neox)
             ops.store_kv(v["qkv"], t, c.dim, c.n_kv_heads, c.head_dim, kv[i], pos)
             parallel = t > 1 and self.matmul != "float" and numba.get_num_threads() > 1
             attention = ops.attention_parallel if parallel else ops.attention
@@ -578,10 +595,12 @@ class Runtime:
 
         if not hasattr(self, "_fused_model"):
             c = self.config
+            layers = self.model.layers
             self._fused_model = fused.plain(fused.FusedModel(
-                (c.n_layers, c.dim, c.ffn_dim, c.n_heads, c.n_kv_heads, c.head_dim, c.rope_dim),
-                np.float32(c.norm_eps), np.stack([l["attn_norm"] for l in self.model.layers]),
-                np.stack([l["ffn_norm"] for l in self.model.layers]), self.cos, self.sin,
+                (c.n_layers, c.dim, c.ffn_dim, c.n_heads, c.n_kv_heads, c.head_dim, c.rope_dim,
+                 c.rope_neox), np.float32(c.norm_eps),
+                np.stack([l["attn_norm"] for l in layers]), np.stack([l["ffn_norm"] for l in layers]),
+                np.stack([l["qkv_bias"] for l in layers]), self.cos, self.sin,
                 *(fused.Stack(*self._fw[n][0]) for n in LINEARS),
                 tuple(self._fw[n][1] for n in LINEARS), self._isa_tag))
         step = (v["x"], v["h"], v["qkv"], v["scores"], v["attn"], v["o"], v["gate_up"], v["act"],

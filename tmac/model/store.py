@@ -28,9 +28,12 @@ from tmac import cache
 from tmac.bitplanes import narrowest, pack_codes, unpack_codes
 from tmac.model import fetch, modelfile
 from tmac.model.formats import ModelFormat, head_format
-from tmac.model.runtime import LINEARS, PreparedModel, prepare, prepare_native
+from tmac.model.embedding import BlockEmbedding, as_runtime_table
+from tmac.model.runtime import LINEARS, PreparedModel, layer_vectors, prepare, prepare_native
 
-STORE_VERSION = 2
+BIASES = ("bq", "bk", "bv")
+
+STORE_VERSION = 3
 
 
 @dataclass
@@ -152,6 +155,10 @@ def save_base(g, path: Path):
               "attn_norm": np.stack([l["attn_norm"] for l in w.layers]),
               "ffn_norm": np.stack([l["ffn_norm"] for l in w.layers]),
               "tied": np.array(w.tied)}
+    if w.config.qkv_bias:
+        arrays.update({name: np.stack([l[name] for l in w.layers]) for name in BIASES})
+    if isinstance(w.embed, BlockEmbedding):
+        arrays.update(embed=w.embed.raw, embed_type=np.array(w.embed.kind))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
@@ -166,7 +173,13 @@ def load_base(path: Path):
         meta = json.loads(str(z["metadata"]))
         config = config_from_metadata(meta)
         layers = [{"attn_norm": a, "ffn_norm": f} for a, f in zip(z["attn_norm"], z["ffn_norm"])]
-        weights = LlamaWeights(config, z["embed"], None, z["output_norm"], layers, bool(z["tied"]))
+        for name in BIASES if config.qkv_bias else ():
+            for layer, bias in zip(layers, z[name]):
+                layer[name] = bias
+        embed = z["embed"]
+        if "embed_type" in z.files:
+            embed = BlockEmbedding(str(z["embed_type"]), embed, (config.vocab_size, config.dim))
+        weights = LlamaWeights(config, embed, None, z["output_norm"], layers, bool(z["tied"]))
     return meta, weights
 
 
@@ -220,9 +233,8 @@ def load_prepared(path: Path, weights, fmt: ModelFormat) -> PreparedModel:
         layers = []
         for i, lw in enumerate(weights.layers):
             layer = {k: qw(f"{i}.{k}") for k in LINEARS}
-            layer["attn_norm"] = lw["attn_norm"].astype(np.float32)
-            layer["ffn_norm"] = lw["ffn_norm"].astype(np.float32)
+            layer.update(layer_vectors(lw))
             layers.append(layer)
         head = qw("head")
-    return PreparedModel(weights.config, fmt, np.ascontiguousarray(weights.embed, np.float32),
+    return PreparedModel(weights.config, fmt, as_runtime_table(weights.embed),
                          weights.output_norm.astype(np.float32), head, layers)

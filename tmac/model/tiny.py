@@ -1,4 +1,4 @@
-"""A tiny random llama model written as a GGUF file: the tests' stand-in for a real download.
+"""A tiny random llama (or qwen2) model written as a GGUF file: the tests' stand-in for a real download.
 
     write_tiny_llama(path)   -> path of a ~100 KB GGUF with a byte-level BPE tokenizer
 
@@ -43,9 +43,12 @@ def vocabulary():
 
 
 def write_tiny_llama(path, seed=0, n_layers=2, dim=64, ffn_dim=128, n_heads=4, n_kv_heads=2,
-                     context_length=2048, types=None, architecture="llama"):
+                     context_length=2048, types=None, architecture="llama", qkv_bias=None,
+                     untied=False):
     """Write the model; ``types`` {tensor-name suffix: GGML type name} overrides the default
-    mix. Returns ``path``."""
+    mix. ``architecture="qwen2"`` writes a Qwen2 file: Q/K/V biases, the "qwen2"
+    pre-tokenizer (``qkv_bias`` forces the biases on or off in any architecture); ``untied``
+    adds an output head of its own. Returns ``path``."""
     import gguf
     from gguf import GGMLQuantizationType as T
 
@@ -74,7 +77,7 @@ def write_tiny_llama(path, seed=0, n_layers=2, dim=64, ffn_dim=128, n_heads=4, n
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(vocab)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm")
+    w.add_tokenizer_pre("qwen2" if architecture == "qwen2" else "smollm")
     w.add_token_list(tokens)
     w.add_token_types(token_types)
     w.add_token_merges(merges)
@@ -104,6 +107,10 @@ def write_tiny_llama(path, seed=0, n_layers=2, dim=64, ffn_dim=128, n_heads=4, n
         return rng.standard_normal((m, k)).astype(np.float32) * np.float32(scale or k ** -0.5)
 
     add("token_embd.weight", mat(vocab, dim, 1.0))
+    if untied:
+        add("output.weight", mat(vocab, dim))
+    if qkv_bias is None:
+        qkv_bias = architecture == "qwen2"
     add("output_norm.weight", 1 + 0.1 * rng.standard_normal(dim))
     for i in range(n_layers):
         p = f"blk.{i}."
@@ -112,6 +119,9 @@ def write_tiny_llama(path, seed=0, n_layers=2, dim=64, ffn_dim=128, n_heads=4, n
         add(p + "attn_q.weight", mat(dim, dim))
         add(p + "attn_k.weight", mat(kv_dim, dim))
         add(p + "attn_v.weight", mat(kv_dim, dim))
+        if qkv_bias:
+            for name, n in (("attn_q.bias", dim), ("attn_k.bias", kv_dim), ("attn_v.bias", kv_dim)):
+                add(p + name, 0.5 * rng.standard_normal(n))
         add(p + "attn_output.weight", mat(dim, dim))
         add(p + "ffn_gate.weight", mat(ffn_dim, dim))
         add(p + "ffn_up.weight", mat(ffn_dim, dim))

@@ -8,6 +8,8 @@ token types (3 = control, 4 = user-defined: matched whole, never split) and a pr
 
     smollm        digits split one by one, then the GPT-2 regex (byte level)
     gpt2/default  the GPT-2 regex (byte level)
+    qwen2         Qwen2's regex (QWEN2_PATTERN: letters with one leading non-letter, digits one
+                  by one, newlines kept with the punctuation before them), then byte level
 
 The chat template (``tokenizer.chat_template``, Jinja) is rendered with jinja2's sandbox, as
 Hugging Face's ``apply_chat_template`` does.
@@ -19,7 +21,11 @@ from dataclasses import dataclass
 from tmac.extras import MissingExtra, hint
 
 CONTROL, USER_DEFINED = 3, 4
-PRE_TOKENIZERS = ("smollm", "gpt2", "default")
+PRE_TOKENIZERS = ("smollm", "gpt2", "default", "qwen2")
+# the split pattern of Qwen2's tokenizer.json, which llama.cpp's llama-vocab.cpp also uses for
+# the "qwen2" pre-tokenizer
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
 def _pre_tokenizer(name):
@@ -30,6 +36,12 @@ def _pre_tokenizer(name):
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
     if name in ("gpt2", "default"):
         return byte_level
+    if name == "qwen2":
+        from tokenizers import Regex
+
+        return pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     raise ValueError(f"unsupported tokenizer pre-tokenizer {name!r}; tmac knows {', '.join(PRE_TOKENIZERS)}")
 
 
