@@ -39,7 +39,7 @@ class BlockEmbedding:
         raw = np.asarray(raw, np.uint8).reshape(-1)
         if raw.size != vocab * row_bytes:
             raise ValueError(f"{raw.size} bytes, expected {vocab} rows of {row_bytes}")
-        raw = raw.reshape(vocab, row_bytes)
+        raw = np.array(raw.reshape(vocab, row_bytes))    # a copy: the file's map can close
         for r0 in range(0, vocab, CHECK_ROWS):
             rows = raw[r0:r0 + CHECK_ROWS]
             ggml.check_finite(ggml.decode_matrix(kind, rows.reshape(-1), (rows.shape[0], dim)),
