@@ -51,6 +51,15 @@ def test_unknown_tensors_are_refused_by_name(tmp_path):
         loader.load(path)
 
 
+@pytest.mark.parametrize("key, value", [("rope.scaling.type", "yarn"),
+                                        ("attention.sliding_window", 512)])
+def test_metadata_tmac_does_not_implement_is_refused(qwen, key, value):
+    meta = {**qwen.metadata, f"qwen2.{key}": value}
+    with pytest.raises(loader.UnsupportedModelError, match=key.replace(".", r"\.")):
+        loader.config_from_metadata(meta)
+    assert loader.config_from_metadata({**qwen.metadata, "qwen2.rope.scaling.type": "none"})
+
+
 def test_neox_rope_is_the_rotate_half_form():
     """Independent form (as in the Hugging Face Qwen2 code): x cos + rotate_half(x) sin with
     the angles repeated over both halves, rotate_half(x) = (-x2, x1)."""

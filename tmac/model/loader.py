@@ -211,6 +211,7 @@ def config_from_metadata(meta: dict) -> LlamaConfig:
             raise UnsupportedModelError(f"GGUF metadata lacks {arch}.{key}")
         return value
 
+    check_known_keys(meta, arch)
     dim, n_heads = int(get("embedding_length")), int(get("attention.head_count"))
     tokens = meta.get("tokenizer.ggml.tokens")
     vocab = int(meta.get(f"{arch}.vocab_size", len(tokens) if tokens is not None else 0))
@@ -226,6 +227,27 @@ def config_from_metadata(meta: dict) -> LlamaConfig:
         name=str(meta.get("general.name", arch)), architecture=arch)
     check_config(config)
     return config
+
+
+# metadata that changes the forward pass in a way tmac does not implement: refused, not ignored
+UNSUPPORTED_KEYS = ("rope.scaling.type", "rope.scaling.factor", "attention.sliding_window",
+                    "attention.key_length", "attention.value_length", "expert_count")
+
+
+def check_known_keys(meta: dict, arch: str):
+    """UnsupportedModelError for a key that asks for what tmac does not compute (RoPE scaling,
+    sliding windows, a head size other than dim / heads, experts). Keys set to their neutral
+    value (scaling "none" or factor 1, a key length of dim / heads) pass."""
+    heads = meta.get(f"{arch}.attention.head_count")
+    dim = meta.get(f"{arch}.embedding_length")
+    neutral = {"rope.scaling.type": ("none",), "rope.scaling.factor": (1.0, 0.0),
+               "expert_count": (0, 1)}
+    if heads and dim:
+        neutral["attention.key_length"] = neutral["attention.value_length"] = (dim // heads,)
+    for key in UNSUPPORTED_KEYS:
+        value = meta.get(f"{arch}.{key}")
+        if value is not None and value not in neutral.get(key, ()):
+            raise UnsupportedModelError(f"{arch}.{key} = {value!r}: tmac does not implement it")
 
 
 def check_config(c: LlamaConfig):
