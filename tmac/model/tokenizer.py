@@ -11,6 +11,14 @@ token types (3 = control, 4 = user-defined: matched whole, never split) and a pr
     qwen2         Qwen2's regex (QWEN2_PATTERN: letters with one leading non-letter, digits one
                   by one, newlines kept with the punctuation before them), then byte level
 
+A ``tokenizer.ggml.model == "llama"`` file (Gemma, Llama 2, ...) holds a SentencePiece BPE: a
+vocabulary with a score per token and no merges. llama.cpp tokenizes it by repeatedly joining
+the adjacent pair whose joined text is the vocabulary token of highest score, then spelling
+any unknown piece as byte tokens ``<0xXX>``; spaces are "▁" (and one is prepended when
+``tokenizer.ggml.add_space_prefix``). ``spm_merges`` turns the scores into the equivalent
+ranked merge list (every split of a token into two vocabulary tokens, ranked by the joined
+token's score), so ``tokenizers.models.BPE`` with byte fallback runs the same algorithm.
+
 The chat template (``tokenizer.chat_template``, Jinja) is rendered with jinja2's sandbox, as
 Hugging Face's ``apply_chat_template`` does.
 """
@@ -20,7 +28,8 @@ from dataclasses import dataclass
 
 from tmac.extras import MissingExtra, hint
 
-CONTROL, USER_DEFINED = 3, 4
+CONTROL, USER_DEFINED, BYTE = 3, 4, 6
+SPACE = "\u2581"          # SentencePiece's visible space
 PRE_TOKENIZERS = ("smollm", "gpt2", "default", "qwen2")
 # the split pattern of Qwen2's tokenizer.json, which llama.cpp's llama-vocab.cpp also uses for
 # the "qwen2" pre-tokenizer
@@ -45,6 +54,38 @@ def _pre_tokenizer(name):
     raise ValueError(f"unsupported tokenizer pre-tokenizer {name!r}; tmac knows {', '.join(PRE_TOKENIZERS)}")
 
 
+def spm_merges(tokens, scores, types) -> list:
+    """SentencePiece scores as BPE merges: (a, b) for every vocabulary token t = a + b with a and
+    b vocabulary tokens too, ranked by t's score (highest first; ties by t's id). Control and
+    byte tokens are never formed by merging."""
+    vocab = {t: i for i, t in enumerate(tokens)}
+    ranked = sorted((i for i, kind in enumerate(types) if kind not in (CONTROL, BYTE)),
+                    key=lambda i: (-scores[i], i))
+    merges = []
+    for i in ranked:
+        t = tokens[i]
+        merges.extend((t[:j], t[j:]) for j in range(1, len(t)) if t[:j] in vocab and t[j:] in vocab)
+    return merges
+
+
+def _sentencepiece(meta, tokens, types, vocab):
+    """A tokenizers.Tokenizer running llama.cpp's SentencePiece BPE on this vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+
+    scores = list(meta.get("tokenizer.ggml.scores", [0.0] * len(tokens)))
+    unk = meta.get("tokenizer.ggml.unknown_token_id")
+    model = models.BPE(vocab, spm_merges(tokens, scores, types), byte_fallback=True, fuse_unk=True,
+                       unk_token=None if unk is None else tokens[int(unk)])
+    tok = Tokenizer(model)
+    steps = [normalizers.Replace(" ", SPACE)]
+    if meta.get("tokenizer.ggml.add_space_prefix", False):
+        steps.insert(0, normalizers.Prepend(SPACE))
+    tok.normalizer = normalizers.Sequence(steps)
+    tok.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(),
+                                     decoders.Fuse()])
+    return tok
+
+
 @dataclass
 class GGUFTokenizer:
     """Encode/decode text with the model's own vocabulary; ``apply_chat_template`` for chat."""
@@ -63,15 +104,19 @@ class GGUFTokenizer:
         except ImportError:
             raise MissingExtra(hint("model", "the tokenizer")) from None
         kind = meta.get("tokenizer.ggml.model")
-        if kind != "gpt2":
-            raise ValueError(f"unsupported tokenizer model {kind!r}: tmac reads byte-level BPE ('gpt2')")
+        if kind not in ("gpt2", "llama"):
+            raise ValueError(f"unsupported tokenizer model {kind!r}: tmac reads byte-level BPE "
+                             f"('gpt2') and SentencePiece BPE ('llama')")
         tokens = list(meta["tokenizer.ggml.tokens"])
-        merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
         types = list(meta.get("tokenizer.ggml.token_type", [1] * len(tokens)))
         vocab = {t: i for i, t in enumerate(tokens)}
-        tok = Tokenizer(models.BPE(vocab, merges, fuse_unk=False, byte_fallback=False))
-        tok.pre_tokenizer = _pre_tokenizer(meta.get("tokenizer.ggml.pre", "default"))
-        tok.decoder = decoders.ByteLevel()
+        if kind == "gpt2":
+            merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
+            tok = Tokenizer(models.BPE(vocab, merges, fuse_unk=False, byte_fallback=False))
+            tok.pre_tokenizer = _pre_tokenizer(meta.get("tokenizer.ggml.pre", "default"))
+            tok.decoder = decoders.ByteLevel()
+        else:
+            tok = _sentencepiece(meta, tokens, types, vocab)
         special = [AddedToken(t, special=True, normalized=False)
                    for t, kind in zip(tokens, types) if kind == CONTROL]
         user = [AddedToken(t, special=False, normalized=False)
