@@ -71,11 +71,6 @@ class BlockEmbedding:
         out[:ids.shape[0], :self.shape[1]] = self[ids]
 
 
-def embedding_rows(embed, ids) -> np.ndarray:
-    """Rows ``ids`` of a float32 table or a BlockEmbedding, as float32 (..., dim)."""
-    return embed[np.asarray(ids)].astype(np.float32, copy=False)
-
-
 def as_runtime_table(embed):
     """What a PreparedModel keeps: a BlockEmbedding as it is, else a contiguous float32 table."""
     if isinstance(embed, BlockEmbedding):
